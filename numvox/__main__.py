@@ -1,0 +1,3 @@
+from numvox.cli import main
+
+raise SystemExit(main())
