@@ -1,0 +1,216 @@
+"""CPU kernels of the pixel-adaptive convolution (fused: no im2col buffers).
+
+All kernels work on the 3-D embedding of the problem (a 2-D call is a 3-D call with a
+leading spatial axis of size 1):
+
+- ``x``: ``(N, D, H, W, C)`` kernel view (any strides), ``xc`` its half-precision code
+- ``g``: ``(N, D, H, W, F)`` guide kernel view, ``gc`` its code
+- ``w``: ``(T, C, O)`` weight, C-contiguous, in the compute dtype (``T = kd*kh*kw``)
+- ``ks``, ``st``, ``lo``, ``dl``: int64 arrays of 3 (kernel size, stride, low padding, dilation)
+
+Each output window's adaptive kernel (``F*T`` work) is computed once and reused for all
+``C*O`` channel pairs.  Scratch memory is a few window-sized vectors per outer iteration.
+"""
+
+import math
+
+import numpy as np
+from numba import get_num_threads, get_thread_id, njit, prange
+
+from .._shared.halfprec import load_f64
+
+
+@njit(inline="always", cache=True)
+def _window_kernel(g, gc, n, z0, y0, x0, ks, dl, D, H, W, F, fc, K):
+    """Fill ``K[t]`` with the Gaussian adaptive kernel of the window at origin ``(z0, y0, x0)``
+    (0 for taps outside the image) and ``fc`` with the centre's guide features (0 outside).
+    Returns ``(sum of K, centre inside)``."""
+    cz = z0 + (ks[0] // 2) * dl[0]
+    cy = y0 + (ks[1] // 2) * dl[1]
+    cx = x0 + (ks[2] // 2) * dl[2]
+    inside = 0 <= cz < D and 0 <= cy < H and 0 <= cx < W
+    for f in range(F):
+        fc[f] = load_f64(g, (n, cz, cy, cx, f), gc) if inside else 0.0
+    ksum = 0.0
+    t = 0
+    for a in range(ks[0]):
+        z = z0 + a * dl[0]
+        for b in range(ks[1]):
+            y = y0 + b * dl[1]
+            for c in range(ks[2]):
+                xx = x0 + c * dl[2]
+                if 0 <= z < D and 0 <= y < H and 0 <= xx < W:
+                    dist = 0.0
+                    for f in range(F):
+                        d = fc[f] - load_f64(g, (n, z, y, xx, f), gc)
+                        dist += d * d
+                    k = math.exp(-0.5 * dist)
+                else:
+                    k = 0.0
+                K[t] = k
+                ksum += k
+                t += 1
+    return ksum, inside
+
+
+@njit(parallel=True, cache=True)
+def pac_forward(x, xc, g, gc, w, b, has_bias, ks, st, lo, dl, normalize, out):
+    N, D, H, W, C = x.shape
+    F = g.shape[4]
+    T, _, O = w.shape
+    Do, Ho, Wo = out.shape[1], out.shape[2], out.shape[3]
+    rows = N * Do * Ho
+    for r in prange(rows):
+        n = r // (Do * Ho)
+        od = (r // Ho) % Do
+        oh = r % Ho
+        K = np.empty(T, np.float64)
+        Kw = np.empty(T, out.dtype)
+        fc = np.empty(F, np.float64)
+        xv = np.empty(C, out.dtype)
+        acc = np.empty(O, out.dtype)
+        z0 = od * st[0] - lo[0]
+        y0 = oh * st[1] - lo[1]
+        for ow in range(Wo):
+            x0 = ow * st[2] - lo[2]
+            ksum, _ = _window_kernel(g, gc, n, z0, y0, x0, ks, dl, D, H, W, F, fc, K)
+            if normalize:
+                inv = 1.0 / ksum if ksum > 0.0 else 0.0
+                for t in range(T):
+                    Kw[t] = K[t] * inv
+            else:
+                for t in range(T):
+                    Kw[t] = K[t]
+            for o in range(O):
+                acc[o] = b[o] if has_bias else 0.0
+            t = 0
+            for a in range(ks[0]):
+                z = z0 + a * dl[0]
+                for bb in range(ks[1]):
+                    y = y0 + bb * dl[1]
+                    for cc in range(ks[2]):
+                        xx = x0 + cc * dl[2]
+                        kt = Kw[t]
+                        if kt != 0.0:
+                            for c in range(C):
+                                xv[c] = load_f64(x, (n, z, y, xx, c), xc)
+                            for c in range(C):
+                                v = kt * xv[c]
+                                for o in range(O):
+                                    acc[o] += v * w[t, c, o]
+                        t += 1
+            for o in range(O):
+                out[n, od, oh, ow, o] = acc[o]
+
+
+@njit(parallel=True, cache=True)
+def pac_backward(go, gu, x, xc, g, gc, w, ks, st, lo, dl, normalize, gx, gg, gw_part, gb_part):
+    """Fused backward.  ``gu`` is grad_out's half code.  Writes ``gx`` (N,D,H,W,C), ``gg``
+    (N,D,H,W,F) (both zeroed by the caller), and per-thread partial sums ``gw_part``
+    (threads, T, C, O) and ``gb_part`` (threads, O), zeroed by the caller.
+
+    The scatter into ``gx``/``gg`` is race-free: output rows (axis H) are processed in
+    ``P`` phases; rows of one phase are ``P*stride`` apart, more than a window's extent."""
+    N, D, H, W, C = x.shape
+    F = g.shape[4]
+    T, _, O = w.shape
+    Do, Ho, Wo = go.shape[1], go.shape[2], go.shape[3]
+    P = ((ks[1] - 1) * dl[1]) // st[1] + 1
+    for ph in range(P):
+        per_n = (Ho - ph + P - 1) // P if Ho > ph else 0
+        for item in prange(N * per_n):
+            n = item // per_n
+            oh = ph + (item % per_n) * P
+            tid = get_thread_id()
+            K = np.empty(T, np.float64)
+            Kn = np.empty(T, np.float64)
+            G = np.empty(T, np.float64)
+            fc = np.empty(F, np.float64)
+            xv = np.empty(C, gx.dtype)
+            gv = np.empty(O, gx.dtype)
+            y0 = oh * st[1] - lo[1]
+            for od in range(Do):
+                z0 = od * st[0] - lo[0]
+                for ow in range(Wo):
+                    x0 = ow * st[2] - lo[2]
+                    ksum, cin = _window_kernel(g, gc, n, z0, y0, x0, ks, dl, D, H, W, F, fc, K)
+                    inv = 1.0
+                    if normalize:
+                        inv = 1.0 / ksum if ksum > 0.0 else 0.0
+                    for t in range(T):
+                        Kn[t] = K[t] * inv
+                        G[t] = 0.0
+                    for o in range(O):
+                        gv[o] = load_f64(go, (n, od, oh, ow, o), gu)
+                        gb_part[tid, o] += gv[o]
+                    t = 0
+                    for a in range(ks[0]):
+                        z = z0 + a * dl[0]
+                        for bb in range(ks[1]):
+                            y = y0 + bb * dl[1]
+                            for cc in range(ks[2]):
+                                xx = x0 + cc * dl[2]
+                                if K[t] != 0.0:
+                                    kt = Kn[t]
+                                    for c in range(C):
+                                        xv[c] = load_f64(x, (n, z, y, xx, c), xc)
+                                    gsum = 0.0
+                                    for c in range(C):
+                                        s = 0.0
+                                        for o in range(O):
+                                            s += w[t, c, o] * gv[o]
+                                        gx[n, z, y, xx, c] += kt * s
+                                        gsum += xv[c] * s
+                                        kx = kt * xv[c]
+                                        for o in range(O):
+                                            gw_part[tid, t, c, o] += kx * gv[o]
+                                    G[t] = gsum
+                                t += 1
+                    # dL/dK_t (before normalisation)
+                    if normalize:
+                        m = 0.0
+                        for t in range(T):
+                            m += Kn[t] * G[t]
+                        for t in range(T):
+                            G[t] = (G[t] - m) * inv
+                    cz = z0 + (ks[0] // 2) * dl[0]
+                    cy = y0 + (ks[1] // 2) * dl[1]
+                    cxx = x0 + (ks[2] // 2) * dl[2]
+                    t = 0
+                    for a in range(ks[0]):
+                        z = z0 + a * dl[0]
+                        for bb in range(ks[1]):
+                            y = y0 + bb * dl[1]
+                            for cc in range(ks[2]):
+                                xx = x0 + cc * dl[2]
+                                coef = G[t] * K[t]
+                                if coef != 0.0:
+                                    for f in range(F):
+                                        dlt = coef * (fc[f] - load_f64(g, (n, z, y, xx, f), gc))
+                                        gg[n, z, y, xx, f] += dlt
+                                        if cin:
+                                            gg[n, cz, cy, cxx, f] -= dlt
+                                t += 1
+
+
+@njit(parallel=True, cache=True)
+def count_nonfinite(a, code):
+    """Number of NaN/inf entries of a 5-D kernel view (any strides)."""
+    n0, n1, n2, n3, n4 = a.shape
+    total = 0
+    for r in prange(n0 * n1):
+        i = r // n1
+        j = r % n1
+        bad = 0
+        for k in range(n2):
+            for m in range(n3):
+                for c in range(n4):
+                    v = load_f64(a, (i, j, k, m, c), code)
+                    if not math.isfinite(v):
+                        bad += 1
+        total += bad
+    return total
+
+
+def thread_count():
+    return get_num_threads()

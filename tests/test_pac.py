@@ -1,0 +1,364 @@
+"""numvox.pac_conv / pac_conv_backward against a float64 NumPy reference of the definition."""
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+import numvox
+from conftest import SIMULATED
+
+
+# -- independent float64 reference (plain loops over output positions and taps) ----------
+def ref_pads(S, ks, dil, padding):
+    d = len(ks)
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0,) * d, (0,) * d
+        tot = [dl * (k - 1) for k, dl in zip(ks, dil)]
+        lo = tuple(t // 2 for t in tot)
+        return lo, tuple(t - l for t, l in zip(tot, lo))
+    p = (padding,) * d if np.isscalar(padding) else tuple(padding)
+    return p, p
+
+
+def ref_out_size(S, ks, stride, dil, padding):
+    lo, hi = ref_pads(S, ks, dil, padding)
+    return tuple((s + a + b - dl * (k - 1) - 1) // st + 1 for s, a, b, k, st, dl in zip(S, lo, hi, ks, stride, dil))
+
+
+def ref_pac(x, f, w, b, stride, padding, dil, normalize):
+    x, f, w = (np.asarray(a, np.float64) for a in (x, f, w))
+    d = w.ndim - 2
+    ks = w.shape[:d]
+    S = x.shape[1:-1]
+    stride = (stride,) * d if np.isscalar(stride) else tuple(stride)
+    dil = (dil,) * d if np.isscalar(dil) else tuple(dil)
+    lo, _ = ref_pads(S, ks, dil, padding)
+    out_sp = ref_out_size(S, ks, stride, dil, padding)
+    N, O = x.shape[0], w.shape[-1]
+    out = np.zeros((N,) + out_sp + (O,))
+    for n in range(N):
+        for i in itertools.product(*(range(s) for s in out_sp)):
+            org = [ii * s - p for ii, s, p in zip(i, stride, lo)]
+            c = tuple(o + (k // 2) * dl for o, k, dl in zip(org, ks, dil))
+            inside = lambda q: all(0 <= qq < s for qq, s in zip(q, S))
+            fc = f[(n,) + c] if inside(c) else np.zeros(f.shape[-1])
+            taps, kv = [], []
+            for t in itertools.product(*(range(k) for k in ks)):
+                q = tuple(o + tt * dl for o, tt, dl in zip(org, t, dil))
+                if inside(q):
+                    taps.append((t, q))
+                    kv.append(np.exp(-0.5 * np.sum((fc - f[(n,) + q]) ** 2)))
+            kv = np.array(kv)
+            if normalize:
+                s = kv.sum()
+                kv = kv / s if s > 0 else kv * 0
+            acc = np.zeros(O) if b is None else np.asarray(b, np.float64).copy()
+            for (t, q), kk in zip(taps, kv):
+                acc += kk * (x[(n,) + q] @ w[t])
+            out[(n,) + i] = acc
+    return out
+
+
+# -- strategies -----------------------------------------------------------------------------
+@st.composite
+def problems(draw, small=False):
+    d = draw(st.sampled_from([2, 3]))
+    maxs = (4 if d == 3 else 6) if small else (5 if d == 3 else 9)
+    S = tuple(draw(st.integers(1, maxs)) for _ in range(d))
+    ks = tuple(draw(st.integers(1, 3 if d == 3 else 4)) for _ in range(d))
+    stride = draw(st.sampled_from([1, 2, tuple(draw(st.integers(1, 2)) for _ in range(d))]))
+    dil = draw(st.sampled_from([1, 2, tuple(draw(st.integers(1, 2)) for _ in range(d))]))
+    padding = draw(st.sampled_from(["same", "valid", 0, 1, 2, tuple(draw(st.integers(0, 2)) for _ in range(d))]))
+    N = draw(st.integers(1, 2))
+    C, F, O = (draw(st.integers(1, 3)) for _ in range(3))
+    normalize = draw(st.booleans())
+    use_bias = draw(st.booleans())
+    seed = draw(st.integers(0, 2**31))
+    return dict(d=d, S=S, ks=ks, stride=stride, dil=dil, padding=padding, N=N, C=C, F=F, O=O,
+                normalize=normalize, use_bias=use_bias, seed=seed)
+
+
+def fits(p):
+    lo, hi = ref_pads(p["S"], p["ks"], _tup(p["dil"], p["d"]), p["padding"])
+    dil = _tup(p["dil"], p["d"])
+    return all(s + a + b >= dl * (k - 1) + 1 for s, a, b, k, dl in zip(p["S"], lo, hi, p["ks"], dil))
+
+
+def _tup(v, d):
+    return (v,) * d if np.isscalar(v) else tuple(v)
+
+
+def make(p, dtype=np.float64, guide_scale=0.7):
+    rng = np.random.default_rng(p["seed"])
+    x = rng.standard_normal((p["N"],) + p["S"] + (p["C"],)).astype(dtype)
+    f = (guide_scale * rng.standard_normal((p["N"],) + p["S"] + (p["F"],))).astype(dtype)
+    w = rng.standard_normal(p["ks"] + (p["C"], p["O"])).astype(dtype)
+    b = rng.standard_normal(p["O"]).astype(dtype) if p["use_bias"] else None
+    return x, f, w, b
+
+
+def kw(p, backend):
+    return dict(stride=p["stride"], padding=p["padding"], dilation=p["dil"], normalize=p["normalize"],
+                backend=backend)
+
+
+def close(got, ref, rtol):
+    scale = max(np.abs(ref).max(), 1.0) if ref.size else 1.0
+    np.testing.assert_allclose(got, ref, rtol=rtol, atol=rtol * scale)
+
+
+# -- forward --------------------------------------------------------------------------------
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(p=problems(small=SIMULATED))
+def test_forward_matches_reference_float64(p, backend):
+    assume(fits(p))
+    x, f, w, b = make(p)
+    got = numvox.pac_conv(x, f, w, b, **kw(p, backend))
+    ref = ref_pac(x, f, w, b, p["stride"], p["padding"], p["dil"], p["normalize"])
+    assert got.dtype == np.float64 and got.shape == ref.shape
+    close(got, ref, 1e-9)
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(p=problems(small=SIMULATED))
+def test_forward_matches_reference_float32(p, backend):
+    assume(fits(p))
+    x, f, w, b = make(p, np.float32)
+    got = numvox.pac_conv(x, f, w, b, **kw(p, backend))
+    ref = ref_pac(x, f, w, b, p["stride"], p["padding"], p["dil"], p["normalize"])
+    assert got.dtype == np.float32 and got.shape == ref.shape
+    close(got, ref, 1e-4)
+
+
+def test_forward_fixed_cases(backend):
+    """Even/odd kernels, strides, dilations and every padding kind, 2-D and 3-D."""
+    rng = np.random.default_rng(1)
+    cases = [
+        ((7, 6), (2, 2), 1, 1, "same"), ((7, 6), (4, 3), 2, 1, "same"), ((8, 7), (3, 3), 1, 2, "valid"),
+        ((6, 9), (3, 2), (2, 1), (1, 2), (1, 0)), ((4, 5, 4), (3, 3, 3), 1, 1, "same"),
+        ((5, 4, 6), (2, 3, 2), 2, (1, 2, 1), "same"), ((5, 5, 5), (3, 2, 3), 1, 1, 1),
+    ]
+    if SIMULATED:
+        cases = cases[:2] + cases[4:5]
+    for S, ks, stride, dil, padding in cases:
+        for normalize in (False, True):
+            x = rng.standard_normal((2,) + S + (3,))
+            f = rng.standard_normal((2,) + S + (2,))
+            w = rng.standard_normal(ks + (3, 4))
+            b = rng.standard_normal(4)
+            got = numvox.pac_conv(x, f, w, b, stride=stride, padding=padding, dilation=dil,
+                                  normalize=normalize, backend=backend)
+            close(got, ref_pac(x, f, w, b, stride, padding, dil, normalize), 1e-9)
+
+
+def test_constant_guide_is_plain_convolution():
+    """Constant guide: K = 1 everywhere, PAC is an ordinary (cross-)correlation."""
+    from scipy.signal import correlate
+
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((1, 10, 11, 2))
+    w = rng.standard_normal((3, 3, 2, 1))
+    f = np.full((1, 10, 11, 4), 0.3)
+    got = numvox.pac_conv(x, f, w, padding="valid")
+    ref = correlate(x[0], w[..., 0], mode="valid")[..., 0]
+    np.testing.assert_allclose(got[0, ..., 0], ref, rtol=1e-10, atol=1e-10)
+
+
+def test_layouts_and_half_precision(backend):
+    rng = np.random.default_rng(3)
+    small = SIMULATED
+    S = (6, 5) if small else (12, 9)
+    x = rng.standard_normal((2,) + S + (3,))
+    f = rng.standard_normal((2,) + S + (2,))
+    w = rng.standard_normal((3, 3, 3, 2))
+    ref = ref_pac(x, f, w, None, 1, "same", 1, True)
+    # F-ordered, negative strides, read-only
+    xf = np.asfortranarray(x)
+    fr = f[:, ::-1][:, ::-1]
+    fr.flags.writeable = False
+    close(numvox.pac_conv(xf, fr, w, normalize=True, backend=backend), ref, 1e-9)
+    # a strided view
+    big = np.zeros((2,) + S + (6,))
+    big[..., ::2] = x
+    close(numvox.pac_conv(big[..., ::2], f, w, normalize=True, backend=backend), ref, 1e-9)
+    # float16 / bfloat16 inputs: decoded in the kernels, float32 results
+    import ml_dtypes
+
+    for hdt in (np.float16, ml_dtypes.bfloat16):
+        xh, fh = x.astype(hdt), f.astype(hdt)
+        got = numvox.pac_conv(xh, fh, w.astype(np.float32), normalize=True, backend=backend)
+        assert got.dtype == np.float32
+        refh = ref_pac(xh.astype(np.float64), fh.astype(np.float64), w.astype(np.float32), None, 1, "same", 1, True)
+        close(got, refh, 1e-4)
+
+
+def test_empty_and_degenerate():
+    w = np.ones((3, 3, 2, 4))
+    out = numvox.pac_conv(np.zeros((0, 5, 5, 2)), np.zeros((0, 5, 5, 1)), w)
+    assert out.shape == (0, 5, 5, 4)
+    gx, gf, gw, gb = numvox.pac_conv_backward(np.zeros((0, 5, 5, 4)), np.zeros((0, 5, 5, 2)),
+                                              np.zeros((0, 5, 5, 1)), w)
+    assert gx.shape == (0, 5, 5, 2) and gw.shape == w.shape and not gw.any() and gb.shape == (4,)
+    # F = 0: no adaptation (K = 1)
+    x = np.random.default_rng(0).standard_normal((1, 5, 5, 2))
+    a = numvox.pac_conv(x, np.zeros((1, 5, 5, 0)), w)
+    b = numvox.pac_conv(x, np.zeros((1, 5, 5, 3)), w)
+    np.testing.assert_allclose(a, b, rtol=1e-12)
+    # O = 0
+    assert numvox.pac_conv(x, x, np.ones((3, 3, 2, 0))).shape == (1, 5, 5, 0)
+
+
+# -- backward -------------------------------------------------------------------------------
+def directional_checks(p, backend, rtol):
+    x, f, w, b = make(p)
+    args = (p["stride"], p["padding"], p["dil"], p["normalize"])
+    ref = ref_pac(x, f, w, b, *args)
+    rng = np.random.default_rng(p["seed"] + 1)
+    R = rng.standard_normal(ref.shape)
+    gx, gf, gw, gb = numvox.pac_conv_backward(R, x, f, w, **kw(p, backend))
+    assert gx.shape == x.shape and gf.shape == f.shape and gw.shape == w.shape and gb.shape == (w.shape[-1],)
+    bias = b if b is not None else np.zeros(w.shape[-1])
+
+    def L(x_, f_, w_, b_):
+        return np.sum(ref_pac(x_, f_, w_, b_, *args) * R)
+
+    eps = 1e-6
+    for i, (grad, base) in enumerate(((gx, x), (gf, f), (gw, w), (gb, bias))):
+        dirn = rng.standard_normal(base.shape)
+        plus = [x, f, w, bias]
+        minus = [x, f, w, bias]
+        plus[i] = base + eps * dirn
+        minus[i] = base - eps * dirn
+        fd = (L(*plus) - L(*minus)) / (2 * eps)
+        an = np.sum(grad * dirn)
+        assert abs(fd - an) <= rtol * max(1.0, abs(fd), np.abs(grad).sum()), (i, fd, an)
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(p=problems(small=True))
+def test_backward_matches_finite_differences(p, backend):
+    assume(fits(p))
+    directional_checks(p, backend, 1e-6)
+
+
+def test_backward_fixed_cases(backend):
+    base = dict(N=1, C=2, F=2, O=2, use_bias=True, seed=5)
+    cases = [
+        dict(d=2, S=(5, 6), ks=(3, 3), stride=1, dil=1, padding="same", normalize=True),
+        dict(d=2, S=(6, 5), ks=(2, 4), stride=2, dil=(1, 2), padding="same", normalize=False),
+        dict(d=3, S=(4, 3, 4), ks=(3, 2, 3), stride=(1, 2, 1), dil=1, padding=1, normalize=True),
+        dict(d=2, S=(7, 7), ks=(3, 3), stride=2, dil=2, padding="valid", normalize=True),
+    ]
+    if SIMULATED:
+        cases = cases[:1] + cases[2:3]
+    for c in cases:
+        directional_checks({**base, **c}, backend, 1e-6)
+
+
+def test_backward_float32_close_to_float64():
+    p = dict(d=2, S=(9, 8), ks=(3, 3), stride=1, dil=1, padding="same", N=2, C=3, F=2, O=4,
+             normalize=True, use_bias=False, seed=9)
+    x, f, w, _ = make(p)
+    R = np.random.default_rng(0).standard_normal((2, 9, 8, 4))
+    g64 = numvox.pac_conv_backward(R, x, f, w, normalize=True)
+    g32 = numvox.pac_conv_backward(R.astype(np.float32), x.astype(np.float32), f.astype(np.float32),
+                                   w.astype(np.float32), normalize=True)
+    for a, b in zip(g32, g64):
+        assert a.dtype == np.float32
+        close(a, b, 1e-4)
+
+
+# -- errors ---------------------------------------------------------------------------------
+def test_errors():
+    x = np.zeros((1, 6, 6, 2), np.float32)
+    f = np.zeros((1, 6, 6, 3), np.float32)
+    w = np.zeros((3, 3, 2, 4), np.float32)
+    with pytest.raises(ValueError, match="x and guide must agree"):
+        numvox.pac_conv(x, np.zeros((1, 6, 5, 3)), w)
+    with pytest.raises(ValueError, match="input channels"):
+        numvox.pac_conv(x, f, np.zeros((3, 3, 5, 4)))
+    with pytest.raises(ValueError, match="weight has shape"):
+        numvox.pac_conv(x, f, np.zeros((3, 2, 4)))
+    with pytest.raises(ValueError, match="5-D"):
+        numvox.pac_conv(x, f, np.zeros((3, 3, 3, 2, 4)))
+    with pytest.raises(ValueError, match="bias has shape"):
+        numvox.pac_conv(x, f, w, np.zeros(3))
+    with pytest.raises(TypeError, match="x has dtype int"):
+        numvox.pac_conv(x.astype(np.int32), f, w)
+    with pytest.raises(TypeError, match="guide has dtype bool"):
+        numvox.pac_conv(x, f.astype(bool), w)
+    with pytest.raises(ValueError, match="kernel larger than the padded input"):
+        numvox.pac_conv(x, f, np.zeros((7, 7, 2, 4)), padding="valid")
+    with pytest.raises(ValueError, match="kernel larger than the padded input"):
+        numvox.pac_conv(x, f, w, padding="valid", dilation=3)
+    with pytest.raises(ValueError, match="padding must be one of"):
+        numvox.pac_conv(x, f, w, padding="full")
+    with pytest.raises(ValueError, match="stride entries must be >= 1"):
+        numvox.pac_conv(x, f, w, stride=0)
+    with pytest.raises(ValueError, match="dilation must have 2 entries"):
+        numvox.pac_conv(x, f, w, dilation=(1, 1, 1))
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        numvox.pac_conv(x, f, w, kernel="laplacian")
+    with pytest.raises(TypeError, match="normalize"):
+        numvox.pac_conv(x, f, w, normalize="yes")
+    bad = x.copy()
+    bad[0, 1, 2, 1] = np.nan
+    with pytest.raises(ValueError, match="x contains 1 NaN"):
+        numvox.pac_conv(bad, f, w)
+    with pytest.raises(ValueError, match="guide contains"):
+        numvox.pac_conv(x, np.full(f.shape, np.inf, np.float32), w)
+    with pytest.raises(ValueError, match="weight contains"):
+        numvox.pac_conv(x, f, np.full(w.shape, np.nan, np.float32))
+    with pytest.raises(ValueError, match="grad_out has shape"):
+        numvox.pac_conv_backward(np.zeros((1, 5, 5, 4)), x, f, w)
+    with pytest.raises(ValueError, match="grad_out contains"):
+        numvox.pac_conv_backward(np.full((1, 6, 6, 4), np.nan), x, f, w)
+
+
+def test_huge_guide_values_stay_finite():
+    """exp underflows to 0 for far-apart features: normalised output falls back to 0, not NaN."""
+    x = np.ones((1, 5, 5, 1))
+    f = np.arange(25.0).reshape(1, 5, 5, 1) * 1e30
+    w = np.ones((3, 3, 1, 1))
+    out = numvox.pac_conv(x, f, w, normalize=True)
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out[0, 2, 2, 0], 1.0)  # only the centre tap survives
+    g = numvox.pac_conv_backward(np.ones((1, 5, 5, 1)), x, f, w, normalize=True)
+    assert all(np.isfinite(a).all() for a in g)
+
+
+# -- CLI ------------------------------------------------------------------------------------
+def test_cli(tmp_path, capsys):
+    from numvox.cli import main
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((1, 6, 7, 2)).astype(np.float32)
+    f = rng.standard_normal((1, 6, 7, 3)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 2, 2)).astype(np.float32)
+    b = rng.standard_normal(2).astype(np.float32)
+    for name, a in (("x", x), ("f", f), ("w", w), ("b", b)):
+        np.save(tmp_path / f"{name}.npy", a)
+    out = tmp_path / "out.npy"
+    rc = main(["pac", str(tmp_path / "x.npy"), str(tmp_path / "f.npy"), str(tmp_path / "w.npy"),
+               str(out), "--bias", str(tmp_path / "b.npy"), "--normalize", "--stride", "2",
+               "--padding", "valid"])
+    assert rc == 0
+    np.testing.assert_allclose(np.load(out), ref_pac(x, f, w, b, 2, "valid", 1, True), rtol=1e-4, atol=1e-4)
+    rc = main(["pac", str(tmp_path / "x.npy"), str(tmp_path / "f.npy"), str(tmp_path / "w.npy"),
+               str(out), "--padding", "1,2", "--dilation", "1,2"])
+    assert rc == 0
+    np.testing.assert_allclose(np.load(out), ref_pac(x, f, w, None, 1, (1, 2), (1, 2), False), rtol=1e-4, atol=1e-4)
+    rc = main(["pac", str(tmp_path / "x.npy"), str(tmp_path / "x.npy"), str(tmp_path / "w.npy"), str(out),
+               "--padding", "valid"])
+    assert rc == 0  # guide = x is allowed
+    rc = main(["pac", str(tmp_path / "x.npy"), str(tmp_path / "missing.npy"), str(tmp_path / "w.npy"), str(out)])
+    assert rc == 2 and "does not exist" in capsys.readouterr().err
+    rc = main(["pac", str(tmp_path / "x.npy"), str(tmp_path / "b.npy"), str(tmp_path / "w.npy"), str(out)])
+    assert rc == 2 and "guide has shape" in capsys.readouterr().err
+    rc = main(["pac", str(tmp_path / "x.npy"), str(tmp_path / "f.npy"), str(tmp_path / "w.npy"), str(out),
+               "--stride", "a"])
+    assert rc == 2 and "stride" in capsys.readouterr().err
