@@ -193,3 +193,26 @@ def test_generic_host_dlpack_object_is_read_without_copy():
 
 def test_is_dask_does_not_import_dask():
     assert not arrays.is_dask(np.zeros(2))
+
+
+def test_outputs_are_aligned_for_tensorflow():
+    call = Call(None, x=np.zeros(3))
+    for shape, dtype in [((3,), np.float32), ((2, 5, 7), np.uint8), ((0, 4), np.float64)]:
+        buf = call.output(None, shape, dtype)
+        assert buf.shape == shape and buf.dtype == dtype and buf.flags.c_contiguous
+        assert buf.size == 0 or buf.__array_interface__["data"][0] % arrays.TF_ALIGN == 0
+        assert not call.output(None, shape, dtype, zero=True).any()
+
+
+def test_misaligned_results_reach_tensorflow_as_a_safe_copy(tf):
+    # TensorFlow aborts the process when an op reads a misaligned DLPack buffer: such
+    # results must be copied, never shared.
+    raw = np.zeros(80, np.uint8)
+    start = (-raw.__array_interface__["data"][0]) % 64 + 4
+    misaligned = raw[start : start + 16].view(np.float32)
+    misaligned[:] = [1, 2, 3, 4]
+    call = Call(None, t=tf.zeros((4,)))
+    out = call.wrap(misaligned)
+    np.testing.assert_array_equal(tf.cast(out * 2, tf.float64).numpy(), [2, 4, 6, 8])
+    bf = call.wrap(misaligned.view(np.uint16).view(arrays.bfloat16_dtype()))
+    assert tf.cast(bf, tf.float32).shape == (8,)

@@ -34,6 +34,9 @@ from .backend import cuda_simulated, resolve_backend
 HOST_KINDS = ("numpy", "tensorflow", "dlpack")
 DLPACK_CPU = 1  # kDLCPU
 DLPACK_CUDA_HOST = 3  # kDLCUDAHost (pinned host memory, host-addressable)
+# TensorFlow CHECK-fails (aborts the process) when an op touches a tensor whose buffer is
+# not aligned to EIGEN_MAX_ALIGN_BYTES; DLPack imports are not checked on the way in.
+TF_ALIGN = 64
 
 
 def _module_root(obj):
@@ -180,7 +183,7 @@ class Call:
             from numba import cuda
 
             return cuda.device_array(shape, dtype=dtype)
-        return np.empty(shape, dtype=dtype)
+        return aligned_empty(shape, dtype)
 
     def zeros(self, shape, dtype):
         """A new zero-filled array on the call's backend."""
@@ -188,7 +191,9 @@ class Call:
             arr = self.empty(shape, dtype)
             _device_fill_zero(arr)
             return arr
-        return np.zeros(shape, dtype=dtype)
+        arr = aligned_empty(shape, dtype)
+        arr.fill(0)
+        return arr
 
     def output(self, out, shape, dtype, *, zero=False, name="out"):
         """The caller's ``out=`` buffer checked for shape/dtype, or a new array.
@@ -244,6 +249,17 @@ class Call:
         return from_kernel(result, self.like)
 
 
+def aligned_empty(shape, dtype, align=TF_ALIGN):
+    """``np.empty`` whose data starts on an ``align``-byte boundary (so TensorFlow can use
+    it in place through DLPack)."""
+    dtype = np.dtype(dtype)
+    shape = tuple(int(s) for s in shape)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + align, dtype=np.uint8)
+    start = (-raw.__array_interface__["data"][0]) % align
+    return raw[start : start + nbytes].view(dtype).reshape(shape)
+
+
 def _same_buffer(a, b):
     try:
         return _data_pointer(a) == _data_pointer(b) and tuple(a.shape) == tuple(b.shape)
@@ -283,8 +299,13 @@ def _to_tensorflow(result, result_on_device):
         return tf.experimental.dlpack.from_dlpack(_cupy().asarray(result).toDlpack())
     if result.dtype == bfloat16_dtype():
         return tf.bitcast(_to_tensorflow(result.view(np.uint16), False), tf.bfloat16)
-    if result.ndim == 0 or not result.flags.c_contiguous or result.dtype.kind not in "biuf":
-        return tf.convert_to_tensor(result)
+    if (
+        result.ndim == 0
+        or not result.flags.c_contiguous
+        or result.dtype.kind not in "biuf"
+        or _data_pointer(result) % TF_ALIGN
+    ):
+        return tf.convert_to_tensor(result)  # a copy, where TF cannot share the buffer safely
     try:
         return tf.experimental.dlpack.from_dlpack(result.__dlpack__())
     except Exception:  # TF refuses some buffers (e.g. misaligned); fall back to a copy
