@@ -1,0 +1,200 @@
+"""``numvox demo``: phantom → landmark model → ``aggregate_votes`` → ``heatmap_peaks`` → report.
+
+The model stage runs the bundled U-Net (:mod:`numvox.demo.model`) when TensorFlow is
+importable, or else the synthetic stand-in of :mod:`numvox.demo.standin`.  With
+TensorFlow, the model's output tensors go into numvox as they are (DLPack: no copy on the
+way in, see :mod:`numvox.tf`).
+"""
+
+import importlib.util
+import os
+import time
+
+import numpy as np
+
+from .phantom import DEFAULT_RADIUS, DEFAULT_SHAPE, LANDMARK_NAMES, generate_phantom
+
+
+def tensorflow_available():
+    """True when TensorFlow can be imported (checked without importing it)."""
+    return importlib.util.find_spec("tensorflow") is not None
+
+
+def _run_model(volume):
+    """Bundled model on one volume: (probs, offsets) as TF tensors, load and run times."""
+    t0 = time.perf_counter()
+    import tensorflow as tf
+
+    from .model import load_bundled_model, size_multiple
+
+    model, meta = load_bundled_model()
+    t_load = time.perf_counter() - t0
+    m = size_multiple(meta["config"])
+    pad = [(0, (-s) % m) for s in volume.shape]
+    x = np.pad(volume, pad) if any(p[1] for p in pad) else volume
+    t0 = time.perf_counter()
+    probs, offsets = model(tf.constant(x[None, ..., None], tf.float32), training=False)
+    probs, offsets = probs[0], offsets[0]  # strided views? TF slices copy; batch 1 -> cheap
+    if any(p[1] for p in pad):
+        X, Y, Z = volume.shape
+        probs, offsets = probs[:X, :Y, :Z], offsets[:X, :Y, :Z]
+    probs.numpy  # noqa: B018 - eager tensors are ready when returned
+    t_model = time.perf_counter() - t0
+    return probs, offsets, t_load, t_model, meta
+
+
+def run_demo(seed=0, volume=None, *, use_model=None, threshold=0.5, splat="linear", radius=1,
+             out_dir=".", png=True, shape=DEFAULT_SHAPE, log=print):
+    """Run the demo once and return its result dict.
+
+    Parameters
+    ----------
+    seed : int
+        Phantom seed (ignored when ``volume`` is given).
+    volume : ndarray or None
+        A user volume ``(X, Y, Z)``; the bundled model then runs on it (needs TensorFlow)
+        and there are no true positions.  Intensities are used as they are: the model was
+        trained on phantoms with intensities in about [0, 1].
+    use_model : bool or None
+        True: the bundled model (TensorFlow required); False: the stand-in; None: the model
+        when TensorFlow is importable.
+    threshold, splat, radius
+        Passed to ``aggregate_votes`` / ``heatmap_peaks``.
+    out_dir : str
+        Where the PNG goes.
+    png : bool
+        Write the PNG (when matplotlib is importable).
+
+    Returns
+    -------
+    dict
+        ``landmarks`` (list of ``{"name", "true", "found", "error_voxels", "peak"}``),
+        ``timings_s`` (``model``, ``votes``, ``peaks``, plus ``phantom``, ``model_load``,
+        ``votes_first_call``, ``peaks_first_call``), ``mean_error_voxels``, ``mode``
+        (``"model"`` or ``"stand-in"``), ``png`` (path or None) and ``shape``.
+    """
+    import numvox
+
+    timings = {}
+    if use_model is None:
+        use_model = tensorflow_available()
+    if volume is None:
+        t0 = time.perf_counter()
+        volume, true = generate_phantom(seed, shape)
+        timings["phantom"] = time.perf_counter() - t0
+        label = f"phantom seed {seed}"
+    else:
+        volume = np.asarray(volume)
+        if volume.ndim != 3 or min(volume.shape) < 1:
+            raise ValueError(f"volume must be a 3-D array; got shape {volume.shape}")
+        if volume.dtype.kind not in "fiu":
+            raise TypeError(f"volume has dtype {volume.dtype}; expected a real numeric dtype")
+        if not np.isfinite(volume).all():
+            raise ValueError("volume contains NaN or infinite values")
+        if not use_model:
+            raise ValueError("--volume needs the model, which needs TensorFlow (pip install 'numvox[tf]'); "
+                             "the stand-in can only imitate outputs for phantoms, whose landmarks it knows")
+        volume = volume.astype(np.float32, copy=False)
+        true = None
+        label = "user volume"
+
+    if use_model:
+        if not tensorflow_available():
+            raise ImportError("the bundled model needs TensorFlow: pip install 'numvox[tf]'")
+        probs, offsets, timings["model_load"], timings["model"], meta = _run_model(volume)
+        mode = "model"
+        n_lm = int(meta["config"]["n_landmarks"])
+    else:
+        from .standin import standin_outputs
+
+        t0 = time.perf_counter()
+        probs, offsets = standin_outputs(true, volume.shape, seed=seed, radius=DEFAULT_RADIUS)
+        timings["model"] = time.perf_counter() - t0
+        mode = "stand-in"
+        n_lm = true.shape[0]
+
+    # First calls include Numba's compilation (or its on-disk cache load); report both.
+    t0 = time.perf_counter()
+    heat = numvox.aggregate_votes(probs, offsets, threshold=threshold, splat=splat)
+    timings["votes_first_call"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    heat = numvox.aggregate_votes(probs, offsets, threshold=threshold, splat=splat)
+    timings["votes"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    coords, values = numvox.heatmap_peaks(heat, radius=radius)
+    timings["peaks_first_call"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    coords, values = numvox.heatmap_peaks(heat, radius=radius)
+    timings["peaks"] = time.perf_counter() - t0
+
+    heat = np.asarray(heat)
+    coords = np.asarray(coords, dtype=np.float64)
+    values = np.asarray(values, dtype=np.float64)
+    names = list(LANDMARK_NAMES[:n_lm]) + [f"landmark_{i}" for i in range(len(LANDMARK_NAMES), n_lm)]
+    landmarks = []
+    errors = []
+    for lm in range(n_lm):
+        found = coords[lm]
+        entry = {
+            "name": names[lm],
+            "true": None if true is None else [round(float(v), 3) for v in true[lm]],
+            "found": [None if not np.isfinite(v) else round(float(v), 3) for v in found],
+            "error_voxels": None,
+            "peak": round(float(values[lm]), 4),
+        }
+        if true is not None:
+            err = float(np.linalg.norm(found - true[lm]))
+            entry["error_voxels"] = round(err, 3) if np.isfinite(err) else None
+            errors.append(err)
+        landmarks.append(entry)
+    result = {
+        "landmarks": landmarks,
+        "timings_s": {k: round(v, 6) for k, v in timings.items()},
+        "mean_error_voxels": None if not errors else (round(float(np.mean(errors)), 3) if np.all(np.isfinite(errors)) else None),
+        "mode": mode,
+        "input": label,
+        "shape": list(volume.shape),
+        "png": None,
+    }
+    if png:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            log("matplotlib is not installed: no PNG written (pip install 'numvox[plot]')")
+        else:
+            from .plot import save_figure
+
+            os.makedirs(out_dir, exist_ok=True)
+            stem = f"numvox_demo_seed{seed}" if true is not None else "numvox_demo_volume"
+            path = os.path.join(out_dir, stem + ".png")
+            title = f"numvox demo: {label}, {mode}; green o = true, red x = found"
+            save_figure(path, volume, heat, true, coords, names, title=title)
+            result["png"] = os.path.abspath(path)
+    return result
+
+
+def format_report(result):
+    """Human-readable lines for a :func:`run_demo` result."""
+
+    def fmt(v):
+        return "-" if v is None else "(" + ", ".join("nan" if c is None else f"{c:6.2f}" for c in v) + ")"
+
+    lines = [f"numvox demo: {result['input']} {tuple(result['shape'])}, model outputs from the {result['mode']}"]
+    lines.append(f"{'landmark':<15} {'true (x, y, z)':<26} {'found (x, y, z)':<26} error [voxels]")
+    for lm in result["landmarks"]:
+        err = "-" if lm["error_voxels"] is None else f"{lm['error_voxels']:.2f}"
+        lines.append(f"{lm['name']:<15} {fmt(lm['true']):<26} {fmt(lm['found']):<26} {err}")
+    if result["mean_error_voxels"] is not None:
+        lines.append(f"mean radial error: {result['mean_error_voxels']:.2f} voxels")
+    t = result["timings_s"]
+
+    def ms(k):
+        return f"{t[k] * 1e3:.1f} ms"
+
+    stage = [f"model {ms('model')}" + (f" (+ load {ms('model_load')})" if "model_load" in t else "")]
+    stage.append(f"votes {ms('votes')} (first call {ms('votes_first_call')})")
+    stage.append(f"peaks {ms('peaks')} (first call {ms('peaks_first_call')})")
+    lines.append("timings: " + ", ".join(stage))
+    if result["png"]:
+        lines.append(f"figure: {result['png']}")
+    return "\n".join(lines)
