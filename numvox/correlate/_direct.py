@@ -1,0 +1,127 @@
+"""Driver of the direct (sliding-window) path: blocks, normalisation statistics, reductions.
+
+The kernels (``_cpu.direct``, ``_cuda``) work on canonical 6-D views; this module cuts the
+image batch into blocks so that the extra memory (normalisation statistics, per-chunk
+partial maxima) stays below ``DIRECT_BLOCK_BYTES`` whatever N x K, and combines partial
+maxima into ``(values, positions)`` (first occurrence in C order on ties).
+"""
+
+import math
+
+import numpy as np
+
+from ._normalize import centred_filters, window_variance
+
+DIRECT_BLOCK_BYTES = 64 * 2**20
+BIG_INDEX = np.iinfo(np.int64).max
+
+
+def _pad4(seq, fill):
+    seq = list(seq)
+    return [fill] * (4 - len(seq)) + seq
+
+
+def combine_partials(pval, pidx):
+    """Max over the last axis; the smallest flat index among the maxima."""
+    vmax = pval.max(axis=-1)
+    idx = np.where(pval == vmax[..., None], pidx, BIG_INDEX).min(axis=-1)
+    return vmax, idx
+
+
+def run_direct(call, A, B, geom, out_dtype, reduce, normalize, res, values, positions, bar):
+    from numvox._shared.halfprec import kernel_view
+
+    from ._api import _channels_first, canonical
+
+    N, K, C = geom["N"], geom["K"], geom["C"]
+    O, lo, s = geom["O"], geom["lo"], geom["s"]
+    O4 = _pad4(O, 1)
+    lo4 = np.array(_pad4(lo, 0), dtype=np.int64)
+    nout = math.prod(O)
+    eps = float(np.finfo(out_dtype).eps)
+    cuda_path = call.backend == "cuda"
+
+    ssd = np.ones(1, dtype=np.float64)
+    img_cf = None
+    xp = _xp_of(call)
+    if normalize:
+        # zero-mean filters (a small copy of the filter bank) and their sums of squares
+        B, ssd = centred_filters(xp, xp.asarray(B) if xp is not np else B, out_dtype)
+        img_cf = _channels_first(xp.asarray(A) if xp is not np else A, geom)
+    img6, icode = kernel_view(canonical(A, geom))
+
+    if cuda_path:
+        from ._cuda import launch_direct
+
+        launch_direct(call, img6, icode, flt6, fcode, geom, out_dtype, reduce, normalize, res, values,
+                      positions, bar, ssd, img_cf, B)
+        return
+
+    from numba import get_num_threads
+
+    from ._cpu import direct, flat_view
+
+    flt6 = np.array(canonical(B, geom), dtype=out_dtype, order="C")  # small: the filter bank
+    flat, base, ist = flat_view(img6)
+    ishape = np.array(img6.shape, dtype=np.int64)
+
+    threads = get_num_threads()
+    O3 = O4[3]
+    R = O4[0] * O4[1] * O4[2]
+    kb = int(max(1, min(K, 64, 8192 // max(1, O3))))
+    nkb = -(-K // kb)
+    oshape = np.array(O4, dtype=np.int64)
+
+    # image block size
+    per_image = 0
+    if normalize:
+        per_image += nout * 8 * 4
+    if reduce is not None:
+        per_image += K * 16 * max(1, min(R, 64))
+    bn = N if per_image == 0 else max(1, min(N, DIRECT_BLOCK_BYTES // per_image))
+    if bar.__class__.__name__ != "_Null":
+        bn = max(1, min(bn, -(-N // 50)))  # ~50 progress updates
+
+    dummy_var = np.zeros((1, 1, 1, 1, 1), dtype=np.float64)
+    dummy_out = np.zeros((1,) * 6, dtype=out_dtype)
+    dummy_pv = np.zeros((1, 1, 1), dtype=out_dtype)
+    dummy_pi = np.zeros((1, 1, 1), dtype=np.int64)
+    out6 = res.reshape(N, K, *O4) if reduce is None else None
+
+    for n0 in range(0, N, bn):
+        n1 = min(N, n0 + bn)
+        b = n1 - n0
+        if reduce is None:
+            nchunk = 1 if nkb * b >= 2 * threads else min(R, -(-2 * threads // (nkb * b)))
+        else:
+            nchunk = min(R, 64, max(1, -(-4 * threads // (nkb * b))))
+        rows_per_chunk = -(-R // nchunk)
+        nchunk = -(-R // rows_per_chunk)
+        if normalize:
+            var = window_variance(np, img_cf[n0:n1], s, lo, O).reshape(b, *O4)
+        else:
+            var = dummy_var
+        if reduce is None:
+            o, pv, pi = out6[n0:n1], dummy_pv, dummy_pi
+        else:
+            o = dummy_out
+            pv = np.empty((b, K, nchunk), dtype=out_dtype)
+            pi = np.empty((b, K, nchunk), dtype=np.int64)
+        direct(flat, np.int64(icode), base + n0 * ist[0], np.array([b, *ishape[1:]], dtype=np.int64), ist,
+               flt6, lo4, oshape, np.int64(kb),
+               np.int64(rows_per_chunk), np.int64(nchunk), o, pv, pi, np.int64(reduce is not None), var, ssd,
+               np.int64(normalize), np.float64(eps))
+        if reduce is not None:
+            v, idx = combine_partials(pv, pi)
+            values[n0:n1] = v
+            if positions is not None:
+                positions[n0:n1] = np.stack(np.unravel_index(idx, tuple(O)), axis=-1)
+        bar.update(b * K)
+
+
+def _xp_of(call):
+    if call.device_arrays:  # pragma: no cover - needs a GPU
+        import cupy
+
+        return cupy
+    return np
