@@ -73,10 +73,12 @@ def _info(args):
 
 
 def _bench(args):
-    try:
-        runner = importlib.import_module("benchmarks.__main__")
-    except ModuleNotFoundError:
-        raise UserError("the benchmarks live in numvox's source checkout: run this from its root") from None
+    import os
+
+    if not os.path.isfile(os.path.join("benchmarks", "__main__.py")):
+        raise UserError("the benchmarks live in numvox's source checkout: run this from its root")
+    sys.path.insert(0, os.getcwd())
+    runner = importlib.import_module("benchmarks.__main__")
     return runner.main(args.bench_args)
 
 
