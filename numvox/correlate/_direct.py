@@ -53,8 +53,8 @@ def run_direct(call, A, B, geom, out_dtype, reduce, normalize, res, values, posi
     if cuda_path:
         from ._cuda import launch_direct
 
-        launch_direct(call, img6, icode, flt6, fcode, geom, out_dtype, reduce, normalize, res, values,
-                      positions, bar, ssd, img_cf, B)
+        launch_direct(call, img6, icode, A, B, geom, out_dtype, reduce, normalize, res, values, positions, bar,
+                      ssd, img_cf)
         return
 
     from numba import get_num_threads
