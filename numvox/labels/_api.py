@@ -139,7 +139,7 @@ def _run_cpu_labels(V, code, out, lo, hi, cdtype, name="volume"):
 
     proto = np.empty((3, TJ + 2, TK + 2), cdtype)
     w2, w3 = cdtype.type(W2), cdtype.type(W3)
-    bad = labels_kernel(V, np.int64(code), proto, out, *(np.int64(x) for x in (*lo, *hi)), w2, w3)
+    bad = labels_kernel(V, np.int64(code), proto, out, *(np.int64(x) for x in (*lo, *hi)), w2, w3, cdtype.type(-np.inf))
     if bad:
         region = V[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
         raise _nonfinite_error(_as_float(region, code), name, bad)

@@ -2,9 +2,9 @@
 
 Labels
 ------
-The volume is cut into tiles of ``1 x TJ x TK`` output voxels.  For each tile a small scratch
-block of ``3 x (TJ + 2) x (TK + 2)`` values in the *compute dtype* (float32 or float64, see
-``_api.compute_dtype``) is filled from the input (decoding half precision on the fly); voxels
+The volume is cut into tiles of ``TI x TJ x TK`` output voxels.  Each tile slides a ring of
+three scratch planes of ``(TJ + 2) x (TK + 2)`` values in the *compute dtype* (float32 or float64, see
+``_api.compute_dtype``) through its planes, each input plane copied in once (decoding half precision on the fly); voxels
 outside the block's array are filled with ``+inf`` so that their score ``c - inf = -inf`` can
 never be chosen and the in-volume-only (``border="inside"``) rule needs no special case at
 the faces.  The 26 compares per voxel then run as one branch-free loop over the last axis
@@ -35,197 +35,223 @@ from numba import njit, prange
 
 from numvox._shared.halfprec import NATIVE, load_f64
 
+TI = 16  # output planes per tile (a ring of 3 scratch planes slides through them)
 TJ = 8  # output rows per tile
 TK = 256  # output columns per tile
 
 
 @njit(cache=True)
-def _tile_rows(S, out, oi, oj0, ok0, tj, tk, w2, w3):
-    """Labels of one tile from its filled scratch ``S`` (3, tj + 2, tk + 2).
+def _tile_rows(S, z0, z1, z2, out, oi, oj0, ok0, tj, tk, w2, w3, ninf):
+    """Labels of one plane of a tile from the scratch ring ``S`` (3, tj + 2, tk + 2), whose
+    slots ``z0, z1, z2`` hold the planes before, at and after the output plane.
 
     Writes ``out[oi, oj0 + q, ok0 + r]`` for ``q < tj``, ``r < tk``; returns the number of
-    non-finite centre values seen.
+    non-finite centre values seen.  ``w2``, ``w3`` and ``ninf`` (-inf) are scalars of the
+    compute dtype, so the whole loop stays in it.
     """
     bad = 0
-    ninf = -np.inf
     for q in range(1, tj + 1):
-        p00 = S[0, q - 1]
-        p01 = S[0, q]
-        p02 = S[0, q + 1]
-        p10 = S[1, q - 1]
-        p11 = S[1, q]
-        p12 = S[1, q + 1]
-        p20 = S[2, q - 1]
-        p21 = S[2, q]
-        p22 = S[2, q + 1]
-        orow = out[oi, oj0 + q - 1]
+        p00 = S[z0, q - 1]
+        p01 = S[z0, q]
+        p02 = S[z0, q + 1]
+        p10 = S[z1, q - 1]
+        p11 = S[z1, q]
+        p12 = S[z1, q + 1]
+        p20 = S[z2, q - 1]
+        p21 = S[z2, q]
+        p22 = S[z2, q + 1]
+        orow = out[oi, oj0 + q - 1, ok0:ok0 + tk]
         for r in range(1, tk + 1):
             c = p11[r]
             bad += (c - c) != 0  # NaN or +-inf
-            best = ninf
-            lab = 13
-            s = (c - p00[r - 1]) * w3
-            if s > best:
-                best = s
-                lab = 0
-            s = (c - p00[r]) * w2
-            if s > best:
-                best = s
-                lab = 1
-            s = (c - p00[r + 1]) * w3
-            if s > best:
-                best = s
-                lab = 2
-            s = (c - p01[r - 1]) * w2
-            if s > best:
-                best = s
-                lab = 3
-            s = c - p01[r]
-            if s > best:
-                best = s
-                lab = 4
-            s = (c - p01[r + 1]) * w2
-            if s > best:
-                best = s
-                lab = 5
-            s = (c - p02[r - 1]) * w3
-            if s > best:
-                best = s
-                lab = 6
-            s = (c - p02[r]) * w2
-            if s > best:
-                best = s
-                lab = 7
-            s = (c - p02[r + 1]) * w3
-            if s > best:
-                best = s
-                lab = 8
-            s = (c - p10[r - 1]) * w2
-            if s > best:
-                best = s
-                lab = 9
-            s = c - p10[r]
-            if s > best:
-                best = s
-                lab = 10
-            s = (c - p10[r + 1]) * w2
-            if s > best:
-                best = s
-                lab = 11
-            s = c - p11[r - 1]
-            if s > best:
-                best = s
-                lab = 12
-            s = c - p11[r + 1]
-            if s > best:
-                best = s
-                lab = 14
-            s = (c - p12[r - 1]) * w2
-            if s > best:
-                best = s
-                lab = 15
-            s = c - p12[r]
-            if s > best:
-                best = s
-                lab = 16
-            s = (c - p12[r + 1]) * w2
-            if s > best:
-                best = s
-                lab = 17
-            s = (c - p20[r - 1]) * w3
-            if s > best:
-                best = s
-                lab = 18
-            s = (c - p20[r]) * w2
-            if s > best:
-                best = s
-                lab = 19
-            s = (c - p20[r + 1]) * w3
-            if s > best:
-                best = s
-                lab = 20
-            s = (c - p21[r - 1]) * w2
-            if s > best:
-                best = s
-                lab = 21
-            s = c - p21[r]
-            if s > best:
-                best = s
-                lab = 22
-            s = (c - p21[r + 1]) * w2
-            if s > best:
-                best = s
-                lab = 23
-            s = (c - p22[r - 1]) * w3
-            if s > best:
-                best = s
-                lab = 24
-            s = (c - p22[r]) * w2
-            if s > best:
-                best = s
-                lab = 25
-            s = (c - p22[r + 1]) * w3
-            if s > best:
-                best = s
-                lab = 26
+            s0 = (c - p00[r - 1]) * w3
+            s1 = (c - p00[r]) * w2
+            s2 = (c - p00[r + 1]) * w3
+            s3 = (c - p01[r - 1]) * w2
+            s4 = c - p01[r]
+            s5 = (c - p01[r + 1]) * w2
+            s6 = (c - p02[r - 1]) * w3
+            s7 = (c - p02[r]) * w2
+            s8 = (c - p02[r + 1]) * w3
+            s9 = (c - p10[r - 1]) * w2
+            s10 = c - p10[r]
+            s11 = (c - p10[r + 1]) * w2
+            s12 = c - p11[r - 1]
+            s14 = c - p11[r + 1]
+            s15 = (c - p12[r - 1]) * w2
+            s16 = c - p12[r]
+            s17 = (c - p12[r + 1]) * w2
+            s18 = (c - p20[r - 1]) * w3
+            s19 = (c - p20[r]) * w2
+            s20 = (c - p20[r + 1]) * w3
+            s21 = (c - p21[r - 1]) * w2
+            s22 = c - p21[r]
+            s23 = (c - p21[r + 1]) * w2
+            s24 = (c - p22[r - 1]) * w3
+            s25 = (c - p22[r]) * w2
+            s26 = (c - p22[r + 1]) * w3
+            m = s1 > s0
+            t0_0 = s1 if m else s0
+            lt0_0 = 1 if m else 0
+            m = s3 > s2
+            t0_1 = s3 if m else s2
+            lt0_1 = 3 if m else 2
+            m = s5 > s4
+            t0_2 = s5 if m else s4
+            lt0_2 = 5 if m else 4
+            m = s7 > s6
+            t0_3 = s7 if m else s6
+            lt0_3 = 7 if m else 6
+            m = s9 > s8
+            t0_4 = s9 if m else s8
+            lt0_4 = 9 if m else 8
+            m = s11 > s10
+            t0_5 = s11 if m else s10
+            lt0_5 = 11 if m else 10
+            m = s14 > s12
+            t0_6 = s14 if m else s12
+            lt0_6 = 14 if m else 12
+            m = s16 > s15
+            t0_7 = s16 if m else s15
+            lt0_7 = 16 if m else 15
+            m = s18 > s17
+            t0_8 = s18 if m else s17
+            lt0_8 = 18 if m else 17
+            m = s20 > s19
+            t0_9 = s20 if m else s19
+            lt0_9 = 20 if m else 19
+            m = s22 > s21
+            t0_10 = s22 if m else s21
+            lt0_10 = 22 if m else 21
+            m = s24 > s23
+            t0_11 = s24 if m else s23
+            lt0_11 = 24 if m else 23
+            m = s26 > s25
+            t0_12 = s26 if m else s25
+            lt0_12 = 26 if m else 25
+            m = t0_1 > t0_0
+            t1_0 = t0_1 if m else t0_0
+            lt1_0 = lt0_1 if m else lt0_0
+            m = t0_3 > t0_2
+            t1_1 = t0_3 if m else t0_2
+            lt1_1 = lt0_3 if m else lt0_2
+            m = t0_5 > t0_4
+            t1_2 = t0_5 if m else t0_4
+            lt1_2 = lt0_5 if m else lt0_4
+            m = t0_7 > t0_6
+            t1_3 = t0_7 if m else t0_6
+            lt1_3 = lt0_7 if m else lt0_6
+            m = t0_9 > t0_8
+            t1_4 = t0_9 if m else t0_8
+            lt1_4 = lt0_9 if m else lt0_8
+            m = t0_11 > t0_10
+            t1_5 = t0_11 if m else t0_10
+            lt1_5 = lt0_11 if m else lt0_10
+            m = t1_1 > t1_0
+            t2_0 = t1_1 if m else t1_0
+            lt2_0 = lt1_1 if m else lt1_0
+            m = t1_3 > t1_2
+            t2_1 = t1_3 if m else t1_2
+            lt2_1 = lt1_3 if m else lt1_2
+            m = t1_5 > t1_4
+            t2_2 = t1_5 if m else t1_4
+            lt2_2 = lt1_5 if m else lt1_4
+            m = t2_1 > t2_0
+            t3_0 = t2_1 if m else t2_0
+            lt3_0 = lt2_1 if m else lt2_0
+            m = t0_12 > t2_2
+            t3_1 = t0_12 if m else t2_2
+            lt3_1 = lt0_12 if m else lt2_2
+            m = t3_1 > t3_0
+            t4_0 = t3_1 if m else t3_0
+            lt4_0 = lt3_1 if m else lt3_0
+            best = t4_0
+            lab = lt4_0
             if best < 0:
                 lab = 13
-            orow[ok0 + r - 1] = lab
+            orow[r - 1] = lab
     return bad
 
 
 @njit(cache=True)
-def _fill(V, code, S, i, j0, k0, tj, tk):
-    """Scratch ``S[p, q, r] = V[i - 1 + p, j0 - 1 + q, k0 - 1 + r]``, ``+inf`` outside ``V``."""
+def _fill(V, code, S, slot, ii, j0, k0, tj, tk):
+    """Scratch plane ``S[slot, q, r] = V[ii, j0 - 1 + q, k0 - 1 + r]``, ``+inf`` outside ``V``.
+
+    Call it with a literal ``code`` of 0 for native dtypes: Numba then compiles the plain
+    copy loop alone, which LLVM vectorises.
+    """
     n0, n1, n2 = V.shape
     inf = np.inf
     rlo = max(0, 1 - k0)
     rhi = min(tk + 2, n2 - k0 + 1)
-    for p in range(3):
-        ii = i - 1 + p
-        for q in range(tj + 2):
-            jj = j0 - 1 + q
-            if ii < 0 or ii >= n0 or jj < 0 or jj >= n1:
-                for r in range(tk + 2):
-                    S[p, q, r] = inf
-                continue
-            for r in range(rlo):
-                S[p, q, r] = inf
-            for r in range(rhi, tk + 2):
-                S[p, q, r] = inf
-            if code == NATIVE:
-                for r in range(rlo, rhi):
-                    S[p, q, r] = V[ii, jj, k0 - 1 + r]
-            else:
-                for r in range(rlo, rhi):
-                    S[p, q, r] = load_f64(V, (ii, jj, k0 - 1 + r), code)
+    for q in range(tj + 2):
+        jj = j0 - 1 + q
+        if ii < 0 or ii >= n0 or jj < 0 or jj >= n1:
+            for r in range(tk + 2):
+                S[slot, q, r] = inf
+            continue
+        for r in range(rlo):
+            S[slot, q, r] = inf
+        for r in range(rhi, tk + 2):
+            S[slot, q, r] = inf
+        # slices, so that every index below is provably >= 0 (no wraparound checks)
+        src = V[ii, jj, k0 - 1 + rlo:k0 - 1 + rhi]
+        dst = S[slot, q, rlo:rhi]
+        if code == NATIVE:
+            _copy_row(src, dst)
+        else:
+            _decode_row(src, code, dst)
+
+
+@njit(cache=True)
+def _copy_row(src, dst):
+    for r in range(dst.shape[0]):
+        dst[r] = src[r]
+
+
+@njit(cache=True)
+def _decode_row(src, code, dst):
+    for r in range(dst.shape[0]):
+        dst[r] = load_f64(src, r, code)
 
 
 @njit(parallel=True, cache=True)
-def labels_kernel(V, code, proto, out, lo0, lo1, lo2, hi0, hi1, hi2, w2, w3):
+def labels_kernel(V, code, proto, out, lo0, lo1, lo2, hi0, hi1, hi2, w2, w3, ninf):
     """Labels of ``V[lo0:hi0, lo1:hi1, lo2:hi2]`` into ``out`` (shape ``hi - lo``).
 
     Neighbours outside ``V`` are not candidates.  ``proto`` is an empty-tile array of the
     compute dtype, shape (3, TJ + 2, TK + 2).  Returns the number of non-finite values in
     the labelled region.
     """
+    m0 = hi0 - lo0
     m1 = hi1 - lo1
     m2 = hi2 - lo2
+    nti = (m0 + TI - 1) // TI
     ntj = (m1 + TJ - 1) // TJ
     ntk = (m2 + TK - 1) // TK
-    ntiles = (hi0 - lo0) * ntj * ntk
+    ntiles = nti * ntj * ntk
     bad = np.zeros(ntiles, np.int64)
     for t in prange(ntiles):
         a = t // (ntj * ntk)
         rest = t - a * (ntj * ntk)
         b = rest // ntk
         cc = rest - b * ntk
-        i = lo0 + a
+        i0 = lo0 + a * TI
         j0 = lo1 + b * TJ
         k0 = lo2 + cc * TK
+        ti = min(TI, hi0 - i0)
         tj = min(TJ, hi1 - j0)
         tk = min(TK, hi2 - k0)
         S = np.empty_like(proto)
-        _fill(V, code, S, i, j0, k0, tj, tk)
-        bad[t] = _tile_rows(S, out, a, j0 - lo1, k0 - lo2, tj, tk, w2, w3)
+        nbad = 0
+        for step in range(ti + 2):  # a ring of 3 planes: each plane filled once
+            ii = i0 - 1 + step
+            if code == NATIVE:
+                _fill(V, 0, S, step % 3, ii, j0, k0, tj, tk)
+            else:
+                _fill(V, code, S, step % 3, ii, j0, k0, tj, tk)
+            if step >= 2:
+                nbad += _tile_rows(S, (step - 2) % 3, (step - 1) % 3, step % 3, out,
+                                   ii - 1 - lo0, j0 - lo1, k0 - lo2, tj, tk, w2, w3, ninf)
+        bad[t] = nbad
     return bad.sum()
