@@ -1,0 +1,257 @@
+"""Public functions: :func:`aggregate_votes` and :func:`heatmap_peaks`."""
+
+import numpy as np
+
+from .._shared.arrays import Call
+from .._shared.halfprec import kernel_view
+from .._shared.validate import check_choice, check_ndim, check_number, check_real_dtype
+
+SPLATS = ("nearest", "linear")
+LAYOUTS = ("axis-major", "landmark-major")
+
+
+def _with_batch(a, device):
+    """A 5-D view ``(1, ...)`` of a 4-D kernel array (host or Numba device array)."""
+    if not device:
+        return a[None]
+    try:  # pragma: no cover - needs a GPU
+        return a.reshape((1,) + tuple(a.shape))
+    except Exception:  # pragma: no cover - non-contiguous device view
+        from numba.cuda.cudadrv.devicearray import DeviceNDArray
+
+        return DeviceNDArray((1,) + tuple(a.shape), (0,) + tuple(a.strides), a.dtype, gpu_data=a.gpu_data)
+
+
+def aggregate_votes(
+    probs, offsets, *, threshold=0.5, splat="nearest", offset_layout="axis-major", out=None, backend=None
+):
+    """Aggregate per-voxel landmark votes into one heatmap per landmark.
+
+    Every voxel ``v = (x, y, z)`` of a landmark network's output casts, for each landmark
+    ``l``, a vote of weight ``probs[v, l+1]`` at the position ``v + offset_l(v)``, provided
+    ``probs[v, l+1] >= threshold``.  The heatmap of landmark ``l`` is the sum of its votes.
+
+    Parameters
+    ----------
+    probs : array_like, shape (X, Y, Z, L+1) or (B, X, Y, Z, L+1)
+        Class probabilities, channel 0 the background (ignored), channels 1..L the landmarks.
+        float16, bfloat16, float32, float64 (or integer); any memory order, strided views
+        and read-only arrays are used in place, without copies.
+    offsets : array_like, shape (X, Y, Z, 3L) or (B, X, Y, Z, 3L)
+        Offset vectors in voxels, same dtypes accepted as ``probs``.
+    threshold : float, optional
+        A voxel votes for ``l`` iff ``probs[..., l+1] >= threshold`` (NaN never votes).  Must
+        be finite; 0 makes every voxel with a non-negative probability vote.
+    splat : {"nearest", "linear"}, optional
+        ``"nearest"``: the whole weight lands on the voxel ``floor(p + 0.5)`` (per axis).
+        ``"linear"``: it is split over the 8 voxels around ``p`` with trilinear weights.
+    offset_layout : {"axis-major", "landmark-major"}, optional
+        ``"axis-major"``: ``offsets[..., a*L + l]`` is the offset along axis ``a`` for
+        landmark ``l`` (the layout of the original question); ``"landmark-major"``:
+        ``offsets[..., 3*l + a]``.
+    out : ndarray, optional
+        float32 C-contiguous buffer of the result's shape to reuse (it is overwritten).
+    backend : {None, "cpu", "cuda"}, optional
+        Where to run; None follows the data (see :mod:`numvox`).
+
+    Returns
+    -------
+    heatmaps : array, float32, shape (L, X, Y, Z) or (B, L, X, Y, Z)
+        In the caller's array library (NumPy, TensorFlow, CuPy, ...).
+
+    Raises
+    ------
+    TypeError
+        Non-numeric dtypes, a non-number threshold, an unusable ``out``.
+    ValueError
+        Mismatched shapes, wrong channel counts (``offsets`` needs ``3 * (probs.shape[-1]
+        - 1)`` channels), a non-finite threshold, unknown ``splat`` / ``offset_layout``.
+
+    Notes
+    -----
+    Votes whose target voxel (or trilinear corner) lies outside the volume are dropped, as
+    are votes with a NaN or infinite coordinate; offsets of any magnitude are range-checked
+    in floating point before any conversion to integers.  Positions are computed in float64
+    and accumulated into float32.
+
+    CPU: one pass over ``probs``; a vote's offsets are read only when it passes the
+    threshold.  Write conflicts are avoided by splitting the source rows among threads and
+    giving only the batch item shared by two threads a private buffer, folded in afterwards
+    over the rows it touched (peak extra memory at most 1x the output).  CUDA: one thread
+    per source voxel (grid-stride loop) with ``cuda.atomic.add`` into the heatmaps, so the
+    float32 sums may differ in the last bits between runs.
+
+    Examples
+    --------
+    >>> import numpy as np, numvox
+    >>> probs = np.zeros((4, 4, 4, 2), np.float32); probs[..., 1] = 1.0
+    >>> offsets = np.zeros((4, 4, 4, 3), np.float32)
+    >>> offsets[..., 0] = 2 - np.arange(4)[:, None, None]   # every voxel points at x = 2
+    >>> h = numvox.aggregate_votes(probs, offsets)
+    >>> h.shape, float(h[0, 2].sum()), float(h.sum())
+    ((1, 4, 4, 4), 64.0, 64.0)
+    """
+    call = Call(backend, probs=probs, offsets=offsets)
+    P, O = call["probs"], call["offsets"]
+    check_real_dtype(P, "probs")
+    check_real_dtype(O, "offsets")
+    check_ndim(P, "probs", (4, 5), "(X, Y, Z, L+1) or (B, X, Y, Z, L+1)")
+    if len(O.shape) != len(P.shape):
+        raise ValueError(
+            f"offsets has shape {tuple(O.shape)} but probs has shape {tuple(P.shape)}; "
+            "both must be (X, Y, Z, C) or both (B, X, Y, Z, C)"
+        )
+    if tuple(O.shape[:-1]) != tuple(P.shape[:-1]):
+        raise ValueError(
+            f"probs and offsets must agree in all but the channel axis: probs has "
+            f"{tuple(P.shape)}, offsets has {tuple(O.shape)}"
+        )
+    C = int(P.shape[-1])
+    if C < 2:
+        raise ValueError(
+            f"probs has {C} channel(s) (shape {tuple(P.shape)}); expected L+1 >= 2 "
+            "(background + at least one landmark)"
+        )
+    L = C - 1
+    if int(O.shape[-1]) != 3 * L:
+        raise ValueError(
+            f"offsets has {O.shape[-1]} channels (shape {tuple(O.shape)}); expected 3*L = {3 * L} "
+            f"for the L = {L} landmarks of probs"
+        )
+    thr = check_number(threshold, "threshold")
+    check_choice(splat, "splat", SPLATS)
+    check_choice(offset_layout, "offset_layout", LAYOUTS)
+
+    batched = len(P.shape) == 5
+    spatial = tuple(int(s) for s in P.shape[-4:-1])
+    shape = ((int(P.shape[0]),) if batched else ()) + (L,) + spatial
+    res = call.output(out, shape, np.float32, zero=True)
+    if res.size == 0:
+        return call.wrap(res)
+    if not batched:
+        P = _with_batch(P, call.device_arrays)
+        O = _with_batch(O, call.device_arrays)
+    res5 = res if batched else res.reshape((1,) + shape)
+    Pk, pcode = kernel_view(P)
+    Ok, ocode = kernel_view(O)
+    landmark_major = offset_layout == "landmark-major"
+    linear = splat == "linear"
+    if call.backend == "cpu":
+        _aggregate_host(Pk, pcode, Ok, ocode, thr, L, landmark_major, linear, res5)
+    else:
+        from ._cuda import aggregate_cuda
+
+        aggregate_cuda(Pk, pcode, Ok, ocode, thr, L, landmark_major, linear, res5)
+    return call.wrap(res)
+
+
+def work_split(B, L, threads):
+    """``(nchunks, ngroups, by_batch)`` for the CPU scatter (see :mod:`numvox.votes._cpu`).
+
+    ``nchunks <= B + 1`` keeps the private buffers within 1x the output; chunks follow
+    batch boundaries (no private buffers) whenever there are at least as many batch items
+    as chunks.
+    """
+    threads = max(1, int(threads))
+    if B >= threads:
+        nchunks, by_batch = threads, True
+    else:
+        nchunks, by_batch = min(threads, B + 1), False
+    ngroups = max(1, min(L, -(-threads // nchunks)))
+    return nchunks, ngroups, by_batch
+
+
+def _aggregate_host(P, pcode, O, ocode, thr, L, landmark_major, linear, out5):
+    import numba
+
+    from ._cpu import aggregate_cpu, fold_private
+
+    B, X, Y, Z = (int(s) for s in P.shape[:4])
+    nchunks, ngroups, by_batch = work_split(B, L, numba.get_num_threads())
+    npriv = 0 if by_batch else nchunks - 1
+    # np.zeros: the OS maps the pages lazily, so an untouched buffer costs nothing.
+    priv = np.zeros((npriv, L, X, Y, Z), np.float32)
+    ranges = np.empty((nchunks, L, 2), np.int64)
+    ranges[..., 0] = X
+    ranges[..., 1] = -1
+    aggregate_cpu(
+        P, np.int64(pcode), O, np.int64(ocode), np.float64(thr), np.int64(L), bool(landmark_major),
+        bool(linear), out5, priv, ranges, np.int64(nchunks), np.int64(ngroups), bool(by_batch),
+    )
+    if npriv:
+        fold_private(out5, priv, ranges, np.int64(nchunks), np.int64(X), np.int64(Y), np.int64(Z))
+
+
+def heatmap_peaks(heatmaps, *, radius=1, backend=None):
+    """Landmark coordinates from heatmaps: arg-max refined by a local weighted centroid.
+
+    Parameters
+    ----------
+    heatmaps : array_like, shape (L, X, Y, Z) or (B, L, X, Y, Z)
+        E.g. the result of :func:`aggregate_votes`; any real dtype (float16/bfloat16 too),
+        memory order or strides.
+    radius : int, optional
+        Half-width of the ``(2*radius+1)**3`` window (clipped at the borders) whose weighted
+        centroid refines the arg-max voxel; 0 returns the arg-max voxel itself.
+    backend : {None, "cpu", "cuda"}, optional
+        Where to run; None follows the data.
+
+    Returns
+    -------
+    coords : array, float64, shape (L, 3) or (B, L, 3)
+        Sub-voxel landmark positions in voxel index units; NaN for a heatmap whose
+        maximum is not positive (an all-zero heatmap in particular).
+    values : array, float64, shape (L,) or (B, L)
+        The peak heights (the heatmaps' maxima; 0 for an empty heatmap or one holding only
+        NaN).
+
+    Raises
+    ------
+    TypeError
+        Non-numeric dtype, non-integer radius.
+    ValueError
+        Wrong number of dimensions, negative radius.
+
+    Notes
+    -----
+    The arg-max is the first maximum in C order (as ``numpy.argmax``); NaN values are
+    skipped.  The centroid weights are the window's values clipped at 0 (NaN skipped), so
+    the refined position stays inside the window.  CUDA: a block-level arg-max reduction
+    (shared memory) per heatmap slab, then one block per heatmap reduces the partial
+    results and computes the centroid.
+
+    Examples
+    --------
+    >>> import numpy as np, numvox
+    >>> h = np.zeros((1, 5, 5, 5), np.float32); h[0, 2, 2, 2] = 2; h[0, 3, 2, 2] = 2
+    >>> coords, values = numvox.heatmap_peaks(h)
+    >>> coords.tolist(), values.tolist()
+    ([[2.5, 2.0, 2.0]], [2.0])
+    """
+    call = Call(backend, heatmaps=heatmaps)
+    H = call["heatmaps"]
+    check_real_dtype(H, "heatmaps")
+    check_ndim(H, "heatmaps", (4, 5), "(L, X, Y, Z) or (B, L, X, Y, Z)")
+    radius = check_number(radius, "radius", integer=True, minimum=0)
+    lead = tuple(int(s) for s in H.shape[:-3])
+    N = int(np.prod(lead))
+    X, Y, Z = (int(s) for s in H.shape[-3:])
+    coords = call.empty((N, 3), np.float64)
+    values = call.empty((N,), np.float64)
+    if N == 0:
+        return call.wrap((coords.reshape(lead + (3,)), values.reshape(lead)))
+    H5 = H if len(lead) == 2 else _with_batch(H, call.device_arrays)
+    Hk, code = kernel_view(H5)
+    if call.backend == "cpu":
+        from ._cpu import peaks_from_rows, row_maxima
+
+        vals = np.empty((N, X), np.float64)
+        idx = np.empty((N, X), np.int64)
+        if X:
+            row_maxima(Hk, np.int64(code), vals, idx)
+        peaks_from_rows(Hk, np.int64(code), vals, idx, np.int64(radius), coords, values)
+    else:
+        from ._cuda import peaks_cuda
+
+        peaks_cuda(Hk, code, radius, coords, values)
+    return call.wrap((coords.reshape(lead + (3,)), values.reshape(lead)))

@@ -1,0 +1,59 @@
+"""``numvox votes PROBS.npy OFFSETS.npy -o HEATMAPS.npy [--peaks peaks.csv]``."""
+
+
+def register(subparsers):
+    p = subparsers.add_parser(
+        "votes",
+        help="aggregate landmark votes (probabilities + offsets) into heatmaps and peaks",
+        description=(
+            "Aggregate per-voxel landmark votes into heatmaps (numvox.aggregate_votes) and "
+            "optionally write the landmark positions (numvox.heatmap_peaks) as CSV."
+        ),
+    )
+    p.add_argument("probs", metavar="PROBS", help=".npy/.npz file, (X, Y, Z, L+1) or (B, X, Y, Z, L+1)")
+    p.add_argument("offsets", metavar="OFFSETS", help=".npy/.npz file, (X, Y, Z, 3L) or (B, X, Y, Z, 3L)")
+    p.add_argument("-o", "--output", required=True, metavar="HEATMAPS", help="output .npy/.npz, float32 (L, X, Y, Z) or (B, L, X, Y, Z)")
+    p.add_argument("--threshold", type=float, default=0.5, help="minimum probability of a vote (default 0.5)")
+    p.add_argument("--splat", choices=("nearest", "linear"), default="nearest", help="default nearest")
+    p.add_argument(
+        "--offset-layout", choices=("axis-major", "landmark-major"), default="axis-major",
+        help="channel order of OFFSETS (default axis-major: offsets[..., a*L + l])",
+    )
+    p.add_argument("--peaks", metavar="CSV", help="also write the peaks: batch,landmark,x,y,z,value")
+    p.add_argument("--radius", type=int, default=1, help="centroid window half-width for --peaks (default 1)")
+    p.add_argument("--backend", choices=("cpu", "cuda"), default=None, help="default: cpu for files")
+    p.set_defaults(func=_run)
+
+
+def _run(args):
+    import numpy as np
+
+    from numvox.cli import UserError, load_array, save_array
+
+    from ._api import aggregate_votes, heatmap_peaks
+
+    probs = load_array(args.probs, "PROBS")
+    offsets = load_array(args.offsets, "OFFSETS")
+    if args.radius < 0:
+        raise UserError(f"--radius must be >= 0; got {args.radius}")
+    heat = aggregate_votes(
+        probs, offsets, threshold=args.threshold, splat=args.splat,
+        offset_layout=args.offset_layout, backend=args.backend,
+    )
+    save_array(args.output, heat)
+    if args.peaks:
+        coords, values = heatmap_peaks(heat, radius=args.radius, backend=args.backend)
+        coords, values = np.asarray(coords), np.asarray(values)
+        if coords.ndim == 2:
+            coords, values = coords[None], values[None]
+        lines = ["batch,landmark,x,y,z,value"]
+        for b in range(coords.shape[0]):
+            for l in range(coords.shape[1]):
+                x, y, z = (repr(float(v)) for v in coords[b, l])
+                lines.append(f"{b},{l},{x},{y},{z},{float(values[b, l])!r}")
+        try:
+            with open(args.peaks, "w") as f:
+                f.write("\n".join(lines) + "\n")
+        except OSError as exc:
+            raise UserError(f"cannot write {args.peaks!r}: {exc}") from None
+    return 0

@@ -1,0 +1,399 @@
+"""numvox.aggregate_votes / numvox.heatmap_peaks against float64 NumPy references."""
+
+import numpy as np
+import pytest
+from conftest import SIMULATED
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import numvox
+from numvox.cli import main as cli_main
+
+try:
+    import ml_dtypes
+
+    BF16 = np.dtype(ml_dtypes.bfloat16)
+except ImportError:  # pragma: no cover
+    BF16 = None
+
+SPECIALS = np.array([np.nan, np.inf, -np.inf, 1e30, -1e30, 3e38, -3e38], np.float64)
+
+
+# ---------------------------------------------------------------- references (float64) ----
+def ref_votes(probs, offsets, threshold, splat="nearest", layout="axis-major"):
+    """Plain float64 NumPy: the definition of the issue, written independently of the kernels."""
+    P = np.asarray(probs).astype(np.float64)
+    O = np.asarray(offsets).astype(np.float64)
+    batched = P.ndim == 5
+    if not batched:
+        P, O = P[None], O[None]
+    B, X, Y, Z, C = P.shape
+    L = C - 1
+    heat = np.zeros((B, L, X, Y, Z), np.float64)
+    dims = np.array([X, Y, Z], np.float64)
+    with np.errstate(invalid="ignore"):
+        for b in range(B):
+            for l in range(L):
+                p = P[b, ..., l + 1]
+                vote = p >= threshold
+                src = np.argwhere(vote).astype(np.float64)
+                w = p[vote]
+                if layout == "axis-major":
+                    off = np.stack([O[b, ..., a * L + l][vote] for a in range(3)], axis=-1)
+                else:
+                    off = np.stack([O[b, ..., 3 * l + a][vote] for a in range(3)], axis=-1)
+                t = src + off
+                ok = np.all(np.isfinite(t), axis=1) & np.all((t > -2) & (t < dims + 1), axis=1)
+                t, w = t[ok], w[ok]
+                if splat == "nearest":
+                    i = np.floor(t + 0.5).astype(np.int64)
+                    inside = np.all((i >= 0) & (i < dims.astype(np.int64)), axis=1)
+                    np.add.at(heat[b, l], tuple(i[inside].T), w[inside])
+                else:
+                    i0 = np.floor(t).astype(np.int64)
+                    f = t - i0
+                    for corner in np.ndindex(2, 2, 2):
+                        c = np.array(corner)
+                        i = i0 + c
+                        wc = w * np.prod(np.where(c == 1, f, 1 - f), axis=1)
+                        inside = np.all((i >= 0) & (i < dims.astype(np.int64)), axis=1)
+                        np.add.at(heat[b, l], tuple(i[inside].T), wc[inside])
+    mass = float(np.nansum(np.where(P[..., 1:] >= threshold, np.abs(P[..., 1:]), 0.0)))
+    return (heat if batched else heat[0]), mass
+
+
+def ref_peaks(heat, radius):
+    H = np.asarray(heat).astype(np.float64)
+    lead = H.shape[:-3]
+    flat = H.reshape((-1,) + H.shape[-3:])
+    coords = np.full((flat.shape[0], 3), np.nan)
+    values = np.zeros(flat.shape[0])
+    for n, h in enumerate(flat):
+        g = np.where(np.isnan(h), -np.inf, h)
+        if g.size == 0 or not np.any(g > -np.inf):
+            continue
+        i = np.unravel_index(np.argmax(g), g.shape)
+        values[n] = g[i]
+        if not g[i] > 0:
+            continue
+        sl = tuple(slice(max(k - radius, 0), k + radius + 1) for k in i)
+        win = np.where(g[sl] > 0, g[sl], 0.0)
+        grids = np.meshgrid(*[np.arange(s.start, s.start + n_) for s, n_ in zip(sl, win.shape)], indexing="ij")
+        coords[n] = [np.sum(win * gg) / win.sum() for gg in grids]
+    return coords.reshape(lead + (3,)), values.reshape(lead)
+
+
+def check_votes(probs, offsets, backend, *, threshold=0.5, splat="nearest", layout="axis-major", **kw):
+    got = numvox.aggregate_votes(probs, offsets, threshold=threshold, splat=splat, offset_layout=layout,
+                                 backend=backend, **kw)
+    want, mass = ref_votes(probs, offsets, threshold, splat, layout)
+    got = np.asarray(got)
+    assert got.dtype == np.float32 and got.shape == want.shape
+    err = np.max(np.abs(got - want)) if got.size else 0.0
+    assert err <= 1e-4 * mass + 1e-6, (err, mass)
+    return got
+
+
+# ---------------------------------------------------------------- input generation -----
+def make_inputs(rng, shape, L, batch=None, *, spread=3.0, specials=0.0, dtype=np.float32):
+    lead = (batch,) if batch else ()
+    probs = rng.random(lead + tuple(shape) + (L + 1,))
+    offsets = rng.normal(0.0, spread, lead + tuple(shape) + (3 * L,))
+    if specials:
+        mask = rng.random(offsets.shape) < specials
+        offsets[mask] = rng.choice(SPECIALS, size=int(mask.sum()))
+    return probs.astype(dtype), offsets.astype(dtype)
+
+
+def arrange(a, order, rng):
+    """The same values as C order, F order, a strided view or read-only."""
+    if order == "F":
+        return np.asfortranarray(a)
+    if order == "strided":
+        big = np.zeros(tuple(2 * s for s in a.shape[:-1]) + (a.shape[-1] + 1,), a.dtype)
+        view = big[tuple(slice(None, None, 2) for _ in a.shape[:-1]) + (slice(1, None),)]
+        view[...] = a
+        return view
+    if order == "readonly":
+        a = a.copy()
+        a.flags.writeable = False
+        return a
+    return a
+
+
+DTYPES = [np.float32, np.float64, np.float16] + ([BF16] if BF16 is not None else [])
+SMALL = 4 if SIMULATED else 7
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    shape=st.tuples(*[st.integers(1, SMALL)] * 3),
+    L=st.integers(1, 2 if SIMULATED else 3),
+    batch=st.sampled_from([None, 1, 2] if SIMULATED else [None, 1, 2, 3]),
+    threshold=st.sampled_from([0.0, 0.3, 0.5, 1.0]),
+    splat=st.sampled_from(["nearest", "linear"]),
+    layout=st.sampled_from(["axis-major", "landmark-major"]),
+    dtype=st.sampled_from(DTYPES),
+    order=st.sampled_from(["C", "F", "strided", "readonly"]),
+    specials=st.sampled_from([0.0, 0.1]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_matches_reference(backend, shape, L, batch, threshold, splat, layout, dtype, order, specials, seed):
+    rng = np.random.default_rng(seed)
+    probs, offsets = make_inputs(rng, shape, L, batch, spread=max(shape), specials=specials, dtype=dtype)
+    if threshold == 1.0:  # make some probabilities exactly 1
+        probs[..., 1:][rng.random(probs[..., 1:].shape) < 0.3] = 1
+    check_votes(arrange(probs, order, rng), arrange(offsets, order, rng), backend,
+                threshold=threshold, splat=splat, layout=layout)
+
+
+@pytest.mark.parametrize("splat", ["nearest", "linear"])
+def test_threshold_zero_counts_zero_probability_votes_and_drops_nan(backend, splat):
+    rng = np.random.default_rng(1)
+    probs, offsets = make_inputs(rng, (3, 4, 5), 2)
+    probs[0, 0, 0, 1] = 0.0
+    probs[1, 1, 1, 2] = np.nan
+    probs[2, 2, 2, 1] = -0.25  # below threshold 0: does not vote
+    got = check_votes(probs, offsets, backend, threshold=0.0, splat=splat)
+    assert np.all(np.isfinite(got))
+
+
+@pytest.mark.parametrize("splat", ["nearest", "linear"])
+def test_huge_and_nonfinite_offsets_write_nothing(backend, splat):
+    shape = (3, 4, 5)
+    probs = np.ones(shape + (3,), np.float32)
+    for value in SPECIALS:
+        offsets = np.full(shape + (6,), value, np.float32)
+        got = numvox.aggregate_votes(probs, offsets, threshold=0.5, splat=splat, backend=backend)
+        assert not np.any(np.asarray(got)), value
+    # only one axis huge: still dropped
+    offsets = np.zeros(shape + (6,), np.float32)
+    offsets[..., 2] = 1e30
+    got = np.asarray(numvox.aggregate_votes(probs, offsets, splat=splat, backend=backend))
+    assert not np.any(got[0]) and np.all(got[1] == 1)
+
+
+def test_nearest_rounding_and_borders(backend):
+    # one voxel volume along x, votes at -0.5 (kept: rounds to 0), 0.49 (kept), 0.5 (dropped)
+    probs = np.ones((1, 1, 3, 2), np.float64)
+    offsets = np.zeros((1, 1, 3, 3), np.float64)
+    offsets[0, 0, :, 0] = [-0.5, 0.49, 0.5]
+    got = np.asarray(numvox.aggregate_votes(probs, offsets, backend=backend))
+    assert got.tolist() == [[[[1.0, 1.0, 0.0]]]]
+
+
+def test_linear_subvoxel_weights(backend):
+    probs = np.zeros((4, 4, 4, 2), np.float32)
+    probs[0, 0, 0, 1] = 1.0
+    offsets = np.zeros((4, 4, 4, 3), np.float32)
+    offsets[0, 0, 0] = [1.25, 2.5, 0.0]
+    got = np.asarray(numvox.aggregate_votes(probs, offsets, splat="linear", backend=backend))[0]
+    want = np.zeros((4, 4, 4))
+    want[1, 2, 0], want[1, 3, 0], want[2, 2, 0], want[2, 3, 0] = 0.375, 0.375, 0.125, 0.125
+    np.testing.assert_allclose(got, want, atol=1e-7)
+    assert got.sum() == pytest.approx(1.0)
+
+
+def test_private_buffer_path_and_thread_counts():
+    """The CPU split (private buffer for the shared batch item) gives the same heatmaps for
+    any thread count; votes cross the chunk boundaries everywhere."""
+    import numba
+
+    rng = np.random.default_rng(5)
+    for batch in (None, 2, 3):
+        probs, offsets = make_inputs(rng, (9, 5, 6), 3, batch, spread=6.0)
+        results = []
+        before = numba.get_num_threads()
+        try:
+            for threads in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS), numba.config.NUMBA_NUM_THREADS}):
+                numba.set_num_threads(threads)
+                results.append(check_votes(probs, offsets, "cpu", splat="linear", threshold=0.2))
+        finally:
+            numba.set_num_threads(before)
+        for r in results[1:]:
+            np.testing.assert_allclose(r, results[0], atol=1e-5)
+
+
+def test_work_split_memory_bound():
+    from numvox.votes._api import work_split
+
+    for B in range(1, 6):
+        for L in range(1, 5):
+            for threads in range(1, 20):
+                nchunks, ngroups, by_batch = work_split(B, L, threads)
+                npriv = 0 if by_batch else nchunks - 1
+                assert npriv <= B  # private buffers (one batch item each) <= 1x the output
+                assert 1 <= ngroups <= L and nchunks >= 1
+
+
+def test_out_buffer_reused_and_zeroed(backend):
+    rng = np.random.default_rng(2)
+    probs, offsets = make_inputs(rng, (4, 5, 6), 2)
+    out = np.full((2, 4, 5, 6), 7.0, np.float32)
+    got = numvox.aggregate_votes(probs, offsets, out=out, backend=backend)
+    assert got is out
+    want, mass = ref_votes(probs, offsets, 0.5)
+    assert np.max(np.abs(out - want)) <= 1e-4 * mass
+
+
+def test_empty_volumes(backend):
+    for shape in [(0, 3, 3), (3, 0, 3), (2, 2, 0)]:
+        probs = np.zeros(shape + (3,), np.float32)
+        offsets = np.zeros(shape + (6,), np.float32)
+        got = np.asarray(numvox.aggregate_votes(probs, offsets, backend=backend))
+        assert got.shape == (2,) + shape
+    got = np.asarray(numvox.aggregate_votes(np.zeros((0, 2, 2, 2, 2)), np.zeros((0, 2, 2, 2, 3)), backend=backend))
+    assert got.shape == (0, 1, 2, 2, 2)
+
+
+# ---------------------------------------------------------------- peaks -----------------
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    shape=st.tuples(*[st.integers(1, SMALL)] * 3),
+    lead=st.sampled_from([(1,), (3,), (2, 2)]),
+    radius=st.integers(0, 3),
+    dtype=st.sampled_from(DTYPES),
+    zeros=st.booleans(),
+    nans=st.booleans(),
+    order=st.sampled_from(["C", "F"]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_peaks_match_reference(backend, shape, lead, radius, dtype, zeros, nans, order, seed):
+    rng = np.random.default_rng(seed)
+    heat = (rng.random(lead + shape) * 10).round(0) - 2.0  # ties and negatives
+    if zeros:
+        heat.reshape((-1,) + shape)[0] = 0.0
+    if nans:
+        heat[rng.random(heat.shape) < 0.2] = np.nan
+    heat = heat.astype(dtype)
+    heat = np.asfortranarray(heat) if order == "F" else heat
+    coords, values = numvox.heatmap_peaks(heat, radius=radius, backend=backend)
+    want_c, want_v = ref_peaks(heat, radius)
+    coords, values = np.asarray(coords), np.asarray(values)
+    assert coords.shape == lead + (3,) and values.shape == lead
+    assert coords.dtype == np.float64
+    np.testing.assert_allclose(values, want_v, rtol=1e-6)
+    np.testing.assert_allclose(coords, want_c, rtol=1e-9, atol=1e-9)
+
+
+def test_all_zero_heatmap_gives_nan(backend):
+    coords, values = numvox.heatmap_peaks(np.zeros((2, 3, 4, 5), np.float32), backend=backend)
+    assert np.all(np.isnan(np.asarray(coords))) and np.all(np.asarray(values) == 0)
+    coords, values = numvox.heatmap_peaks(np.zeros((2, 0, 4, 5), np.float32), backend=backend)
+    assert np.asarray(coords).shape == (2, 3) and np.all(np.isnan(np.asarray(coords)))
+
+
+@pytest.mark.parametrize("layout", ["axis-major", "landmark-major"])
+def test_end_to_end_recovers_landmarks(backend, layout):
+    """Offsets point exactly at known sub-voxel landmarks, plus noise; linear splat and the
+    centroid peak recover each landmark within 0.5 voxel."""
+    rng = np.random.default_rng(11)
+    shape = (14, 12, 13) if SIMULATED else (40, 36, 44)
+    radius = 3 if SIMULATED else 7
+    landmarks = np.array([[4.3, 5.7, 6.2], [9.6, 6.1, 4.8], [7.2, 3.4, 9.5]])
+    if not SIMULATED:
+        landmarks = landmarks * 3.0
+    L = len(landmarks)
+    grid = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), axis=-1).astype(np.float64)
+    probs = np.zeros(shape + (L + 1,), np.float32)
+    probs[..., 0] = 0.5
+    offsets = np.zeros(shape + (3 * L,), np.float32)
+    for l, lm in enumerate(landmarks):
+        d = lm - grid
+        inside = np.linalg.norm(d, axis=-1) <= radius
+        probs[..., l + 1] = np.where(inside, rng.uniform(0.6, 1.0, shape), rng.uniform(0, 0.4, shape))
+        noisy = d + rng.normal(0, 0.3, d.shape)
+        for a in range(3):
+            ch = a * L + l if layout == "axis-major" else 3 * l + a
+            offsets[..., ch] = noisy[..., a]
+    heat = check_votes(probs, offsets, backend, splat="linear", layout=layout)
+    coords, values = numvox.heatmap_peaks(heat, radius=1, backend=backend)
+    coords = np.asarray(coords)
+    assert np.all(np.abs(coords - landmarks) < 0.5), coords - landmarks
+    assert np.all(np.asarray(values) > 0)
+
+
+# ---------------------------------------------------------------- errors ----------------
+def test_bad_inputs():
+    p = np.zeros((3, 3, 3, 3), np.float32)
+    o = np.zeros((3, 3, 3, 6), np.float32)
+    with pytest.raises(ValueError, match="agree"):
+        numvox.aggregate_votes(p, np.zeros((3, 3, 4, 6), np.float32))
+    with pytest.raises(ValueError, match="3\\*L = 6"):
+        numvox.aggregate_votes(p, np.zeros((3, 3, 3, 5), np.float32))
+    with pytest.raises(ValueError, match="L\\+1 >= 2"):
+        numvox.aggregate_votes(p[..., :1], np.zeros((3, 3, 3, 0), np.float32))
+    with pytest.raises(ValueError, match="both must be"):
+        numvox.aggregate_votes(p[None], o)
+    with pytest.raises(ValueError, match="probs has shape"):
+        numvox.aggregate_votes(p[0], o[0])
+    with pytest.raises(TypeError, match="probs has dtype"):
+        numvox.aggregate_votes(p.astype(str), o)
+    with pytest.raises(TypeError, match="offsets has dtype"):
+        numvox.aggregate_votes(p, o.astype(np.complex64))
+    with pytest.raises(TypeError, match="probs has dtype bool"):
+        numvox.aggregate_votes(p.astype(bool), o)
+    for bad in (np.nan, np.inf):
+        with pytest.raises(ValueError, match="threshold must be finite"):
+            numvox.aggregate_votes(p, o, threshold=bad)
+    with pytest.raises(TypeError, match="threshold"):
+        numvox.aggregate_votes(p, o, threshold="0.5")
+    with pytest.raises(ValueError, match="splat"):
+        numvox.aggregate_votes(p, o, splat="cubic")
+    with pytest.raises(ValueError, match="offset_layout"):
+        numvox.aggregate_votes(p, o, offset_layout="xyz")
+    with pytest.raises(ValueError, match="out has shape"):
+        numvox.aggregate_votes(p, o, out=np.zeros((2, 3, 3, 4), np.float32))
+    with pytest.raises(ValueError, match="out has shape"):
+        numvox.aggregate_votes(p, o, out=np.zeros((2, 3, 3, 3), np.float64))
+    h = np.zeros((2, 3, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="radius must be >= 0"):
+        numvox.heatmap_peaks(h, radius=-1)
+    with pytest.raises(TypeError, match="radius must be an integer"):
+        numvox.heatmap_peaks(h, radius=1.5)
+    with pytest.raises(ValueError, match="heatmaps has shape"):
+        numvox.heatmap_peaks(h[0])
+    with pytest.raises(TypeError, match="heatmaps has dtype"):
+        numvox.heatmap_peaks(h.astype(object))
+
+
+def test_tensorflow_in_tensorflow_out():
+    tf = pytest.importorskip("tensorflow")
+    rng = np.random.default_rng(3)
+    probs, offsets = make_inputs(rng, (5, 6, 7), 2, dtype=np.float16)
+    got = numvox.aggregate_votes(tf.constant(probs), tf.constant(offsets), splat="linear")
+    assert isinstance(got, tf.Tensor)
+    want, mass = ref_votes(probs, offsets, 0.5, "linear")
+    assert np.max(np.abs(got.numpy() - want)) <= 1e-4 * mass
+    coords, values = numvox.heatmap_peaks(got)
+    assert isinstance(coords, tf.Tensor) and tuple(coords.shape) == (2, 3)
+
+
+# ---------------------------------------------------------------- CLI -------------------
+def test_cli(tmp_path, capsys):
+    rng = np.random.default_rng(4)
+    probs, offsets = make_inputs(rng, (6, 5, 4), 2)
+    np.save(tmp_path / "p.npy", probs)
+    np.save(tmp_path / "o.npy", offsets)
+    out, csv = tmp_path / "h.npy", tmp_path / "peaks.csv"
+    rc = cli_main(["votes", str(tmp_path / "p.npy"), str(tmp_path / "o.npy"), "-o", str(out),
+                   "--threshold", "0.4", "--splat", "linear", "--peaks", str(csv)])
+    assert rc == 0
+    heat = np.load(out)
+    want, mass = ref_votes(probs, offsets, 0.4, "linear")
+    assert np.max(np.abs(heat - want)) <= 1e-4 * mass
+    rows = csv.read_text().splitlines()
+    assert rows[0] == "batch,landmark,x,y,z,value" and len(rows) == 3
+    want_c, want_v = ref_peaks(heat, 1)
+    for l, row in enumerate(rows[1:]):
+        b, l2, x, y, z, v = row.split(",")
+        assert (int(b), int(l2)) == (0, l)
+        np.testing.assert_allclose([float(x), float(y), float(z)], want_c[l])
+    # user mistakes: one line, exit 2
+    rc = cli_main(["votes", str(tmp_path / "p.npy"), str(tmp_path / "missing.npy"), "-o", str(out)])
+    assert rc == 2 and "does not exist" in capsys.readouterr().err
+    np.save(tmp_path / "bad.npy", offsets[..., :5])
+    rc = cli_main(["votes", str(tmp_path / "p.npy"), str(tmp_path / "bad.npy"), "-o", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "channels" in err and err.count("\n") == 1
+    rc = cli_main(["votes", str(tmp_path / "p.npy"), str(tmp_path / "o.npy"), "-o", str(out), "--threshold", "nan"])
+    assert rc == 2 and "finite" in capsys.readouterr().err
