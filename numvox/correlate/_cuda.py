@@ -206,7 +206,7 @@ def launch_direct(call, img6, icode, A, B, geom, out_dtype, reduce, normalize, r
                 pi = call.empty((b, k1 - k0, ntiles), np.int64)
             # the simulator copies every NumPy argument back after a launch: hand it a copy of
             # the (read-only) image view; on a GPU the view itself is passed
-            img_arg = img6[n0:n1] if dev else np.array(img6[n0:n1])
+            img_arg = img6[n0:n1] if dev else np.array(img6[n0:n1], order="C")
             kernel[grid, T](img_arg, np.int64(icode), flt[k0:k1], lo_d, o_d, np.int64(tile_x), o, pv, pi,
                             np.int64(reduce is not None), var, ssd_d[k0:k1] if normalize else ssd_d,
                             np.int64(normalize), np.float64(eps))
