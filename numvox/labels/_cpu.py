@@ -255,3 +255,115 @@ def labels_kernel(V, code, proto, out, lo0, lo1, lo2, hi0, hi1, hi2, w2, w3, nin
                                    ii - 1 - lo0, j0 - lo1, k0 - lo2, tj, tk, w2, w3, ninf)
         bad[t] = nbad
     return bad.sum()
+
+
+# --------------------------------------------------------------------------------------
+# Basins: labels -> targets -> components
+# --------------------------------------------------------------------------------------
+
+
+@njit(inline="always", cache=True)
+def _find(P, x):
+    """Root of ``x`` with path halving (only for entries no other thread touches)."""
+    while P[x] != x:
+        P[x] = P[P[x]]
+        x = P[x]
+    return x
+
+
+@njit(inline="always", cache=True)
+def _union(P, a, b):
+    """Unite the sets of ``a`` and ``b``; the smaller root index becomes the root."""
+    ra = _find(P, a)
+    rb = _find(P, b)
+    if ra < rb:
+        P[rb] = ra
+    elif rb < ra:
+        P[ra] = rb
+
+
+@njit(cache=True)
+def target_offsets(n1, n2):
+    """Flat index offset of each neighbour code in a C-ordered ``(n0, n1, n2)`` volume."""
+    off = np.zeros(27, np.int64)
+    for k in range(27):
+        off[k] = (k // 9 - 1) * n1 * n2 + ((k // 3) % 3 - 1) * n2 + (k % 3 - 1)
+    return off
+
+
+@njit(parallel=True, cache=True)
+def unite_within_slabs(L, P, off, bounds):
+    """Phase 1: ``P[v] = v`` and unite every edge ``v -> v + off[L[v]]`` whose both ends lie
+    in the same slab ``[bounds[s], bounds[s + 1])``.  Slabs run in parallel; a slab's
+    union-find touches only its own entries, so there are no races."""
+    nslab = bounds.shape[0] - 1
+    for s in prange(nslab):
+        lo = bounds[s]
+        hi = bounds[s + 1]
+        for v in range(lo, hi):
+            P[v] = v
+        for v in range(lo, hi):
+            k = L[v]
+            if k != 13:
+                t = v + off[k]
+                if t >= lo and t < hi:
+                    _union(P, v, t)
+
+
+@njit(cache=True)
+def unite_across_slabs(L, P, off, bounds, plane):
+    """Phase 2 (serial): the edges that leave their slab start in a slab's first or last
+    plane (``plane`` voxels each); unite them."""
+    nslab = bounds.shape[0] - 1
+    for s in range(nslab):
+        lo = bounds[s]
+        hi = bounds[s + 1]
+        for part in range(2):
+            a = lo if part == 0 else max(lo + plane, hi - plane)
+            b = min(hi, lo + plane) if part == 0 else hi
+            for v in range(a, b):
+                k = L[v]
+                if k != 13:
+                    t = v + off[k]
+                    if t < lo or t >= hi:
+                        _union(P, v, t)
+
+
+@njit(parallel=True, cache=True)
+def compress_and_number(P, plane):
+    """Phases 3-4: every entry becomes its root (parallel; a thread only ever writes a node's
+    root, which concurrent readers accept as an ancestor), then roots (the smallest flat
+    index of their component) are numbered 1..M in C order, and every voxel takes its
+    root's number.  Returns M."""
+    n = P.shape[0]
+    nplanes = (n + plane - 1) // plane
+    for p in prange(nplanes):
+        for v in range(p * plane, min(n, (p + 1) * plane)):
+            r = P[v]
+            while P[r] != r:
+                r = P[r]
+            P[v] = r
+    counts = np.zeros(nplanes + 1, np.int64)
+    for p in prange(nplanes):
+        c = 0
+        for v in range(p * plane, min(n, (p + 1) * plane)):
+            c += P[v] == v
+        counts[p + 1] = c
+    for p in range(nplanes):
+        counts[p + 1] += counts[p]
+    for p in prange(nplanes):  # roots get -id (entries of other planes are not read here)
+        c = counts[p]
+        for v in range(p * plane, min(n, (p + 1) * plane)):
+            if P[v] == v:
+                c += 1
+                P[v] = -c
+    for p in prange(nplanes):  # non-roots read their root's (negative, unchanging) entry
+        for v in range(p * plane, min(n, (p + 1) * plane)):
+            r = P[v]
+            if r >= 0:
+                P[v] = -P[r]
+    for p in prange(nplanes):
+        for v in range(p * plane, min(n, (p + 1) * plane)):
+            if P[v] < 0:
+                P[v] = -P[v]
+    return counts[nplanes]
