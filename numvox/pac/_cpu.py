@@ -15,7 +15,7 @@ Each output window's adaptive kernel (``F*T`` work) is computed once and reused 
 import math
 
 import numpy as np
-from numba import get_num_threads, get_thread_id, njit, prange
+from numba import from_dtype, get_num_threads, get_thread_id, njit, prange, typeof, types
 
 from .._shared.halfprec import load_f64
 
@@ -53,8 +53,7 @@ def _window_kernel(g, gc, n, z0, y0, x0, ks, dl, D, H, W, F, fc, K):
     return ksum, inside
 
 
-@njit(parallel=True, cache=True)
-def pac_forward(x, xc, g, gc, w, b, has_bias, ks, st, lo, dl, normalize, out):
+def _pac_forward(x, xc, g, gc, w, b, has_bias, ks, st, lo, dl, normalize, out):
     N, D, H, W, C = x.shape
     F = g.shape[4]
     T, _, O = w.shape
@@ -103,8 +102,7 @@ def pac_forward(x, xc, g, gc, w, b, has_bias, ks, st, lo, dl, normalize, out):
                 out[n, od, oh, ow, o] = acc[o]
 
 
-@njit(parallel=True, cache=True)
-def pac_backward(go, gu, x, xc, g, gc, w, ks, st, lo, dl, normalize, gx, gg, gw_part, gb_part):
+def _pac_backward(go, gu, x, xc, g, gc, w, ks, st, lo, dl, normalize, gx, gg, gw_part, gb_part):
     """Fused backward.  ``gu`` is grad_out's half code.  Writes ``gx`` (N,D,H,W,C), ``gg``
     (N,D,H,W,F) (both zeroed by the caller), and per-thread partial sums ``gw_part``
     (threads, T, C, O) and ``gb_part`` (threads, O), zeroed by the caller.
@@ -193,8 +191,7 @@ def pac_backward(go, gu, x, xc, g, gc, w, ks, st, lo, dl, normalize, gx, gg, gw_
                                 t += 1
 
 
-@njit(parallel=True, cache=True)
-def count_nonfinite(a, code):
+def _count_nonfinite(a, code):
     """Number of NaN/inf entries of a 5-D kernel view (any strides)."""
     n0, n1, n2, n3, n4 = a.shape
     total = 0
@@ -214,3 +211,42 @@ def count_nonfinite(a, code):
 
 def thread_count():
     return get_num_threads()
+
+
+# -- one compiled specialisation per dtype combination ----------------------------------
+# Numba would compile a new version for every layout (C/F/A) and writeability of the input
+# arrays; these kernels are large, so each is compiled for read-only 'A'-layout inputs
+# (any strides) and C-contiguous small parameters / outputs only, and Numba converts the
+# caller's arrays to those types.  Roles: "r" read-only any-layout input, "c" read-only
+# C-contiguous input, "w" writeable C-contiguous output, "" scalar.
+_SPECIALISED = {}
+
+
+def _arg_type(a, role):
+    if not role:
+        return typeof(a)
+    return types.Array(from_dtype(a.dtype), a.ndim, "A" if role == "r" else "C", readonly=role != "w")
+
+
+def _call(pyfunc, roles, *args):
+    sig = tuple(_arg_type(a, r) for a, r in zip(args, roles))
+    key = (pyfunc.__name__, sig)
+    disp = _SPECIALISED.get(key)
+    if disp is None:
+        disp = njit(sig, parallel=True, cache=True)(pyfunc)
+        _SPECIALISED[key] = disp
+    return disp(*args)
+
+
+def pac_forward(x, xc, g, gc, w, b, has_bias, ks, st, lo, dl, normalize, out):
+    return _call(_pac_forward, ("r", "", "r", "", "c", "c", "", "c", "c", "c", "c", "", "w"),
+                 x, xc, g, gc, w, b, has_bias, ks, st, lo, dl, normalize, out)
+
+
+def pac_backward(go, gu, x, xc, g, gc, w, ks, st, lo, dl, normalize, gx, gg, gw_part, gb_part):
+    return _call(_pac_backward, ("r", "", "r", "", "r", "", "c", "c", "c", "c", "c", "", "w", "w", "w", "w"),
+                 go, gu, x, xc, g, gc, w, ks, st, lo, dl, normalize, gx, gg, gw_part, gb_part)
+
+
+def count_nonfinite(a, code):
+    return _call(_count_nonfinite, ("r", ""), a, np.int64(code))
