@@ -91,9 +91,9 @@ def _rule_votes(shapes, dtypes, opts):
 def _rule_peaks(shapes, dtypes, opts):
     h = shapes["heatmaps"]
     if h is None:
-        return [(None, np.float64), (None, np.float32)]
+        return [(None, np.float64), (None, np.float64)]
     lead = h[:-3]
-    return [(lead + [3], np.float64), (lead, np.float32)]
+    return [(lead + [3], np.float64), (lead, np.float64)]
 
 
 def _rule_labels(shapes, dtypes, opts):
@@ -116,7 +116,9 @@ def _corr_out_len(n, k, mode):
 
 def _rule_correlate(shapes, dtypes, opts):
     im, fi = shapes["images"], shapes["filters"]
-    dtype = _float_result(dtypes["images"], dtypes["filters"])
+    single = (tf.float32, tf.float16, tf.bfloat16)
+    both_single = all(tf.as_dtype(dtypes[n]) in single for n in ("images", "filters"))
+    dtype = np.float32 if both_single else np.float64
     reduce = opts.get("reduce")
     n = None if im is None else im[0]
     k = None if fi is None else fi[0]
@@ -158,10 +160,10 @@ def _rule_pac(shapes, dtypes, opts):
         if s is None or k is None:
             spatial.append(None)
             continue
-        if padding == "valid":
+        if isinstance(padding, str) and padding.lower() == "valid":
             pad2 = 0
-        elif padding == "same":
-            pad2 = 2 * ((k - 1) * dil[i] // 2)
+        elif isinstance(padding, str):  # "same": (k-1)*dilation in all, split before/after
+            pad2 = (k - 1) * dil[i]
         else:
             pad2 = 2 * _per_axis(padding, d)[i]
         spatial.append((s + pad2 - dil[i] * (k - 1) - 1) // stride[i] + 1)
@@ -297,6 +299,7 @@ def _to_numpy(r):
 
 
 def _make(name):
+    @tf.autograph.experimental.do_not_convert
     def op(*args, **kwargs):
         return _call(name, args, kwargs)
 
@@ -318,6 +321,7 @@ pac_conv_backward = _make("pac_conv_backward")
 _pac_conv_forward = _make("pac_conv")
 
 
+@tf.autograph.experimental.do_not_convert
 def pac_conv(x, guide, weight, bias=None, **options):
     """``numvox.pac_conv`` on TensorFlow tensors, differentiable.
 
@@ -377,6 +381,7 @@ class NumvoxLayer(_keras_layer_base()):
             raise ValueError(f"op must be one of {sorted(RULES)}; got {op!r}")
         self.op, self.options = op, options
 
+    @tf.autograph.experimental.do_not_convert
     def call(self, inputs):
         inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
         fn = pac_conv if self.op == "pac_conv" else globals()[self.op]

@@ -25,7 +25,6 @@ def save_figure(path, volume, heatmaps, true, found, names, title=""):
         if not np.all(np.isfinite(centre)):
             centre = (np.array(volume.shape) - 1) / 2
         idx = np.clip(np.round(centre).astype(int), 0, np.array(volume.shape) - 1)
-        hmax = float(heatmaps[lm].max()) or 1.0
         for ax_i in range(3):
             ax = axes[lm, ax_i]
             others = [a for a in range(3) if a != ax_i]
@@ -34,8 +33,9 @@ def save_figure(path, volume, heatmaps, true, found, names, title=""):
             heat = np.take(heatmaps[lm], np.arange(lo, hi), axis=ax_i).sum(axis=ax_i)
             # rows = first remaining axis, columns = second (origin lower-left)
             ax.imshow(img.T, cmap="gray", origin="lower", vmin=vmin, vmax=vmax, interpolation="nearest")
-            masked = np.ma.masked_less_equal(heat.T, 0.02 * max(float(heat.max()), hmax))
-            ax.imshow(masked, cmap="hot", origin="lower", alpha=0.65, interpolation="nearest")
+            top = max(float(heat.max()), 1e-12)
+            masked = np.ma.masked_less_equal(heat.T, 0.02 * top)
+            ax.imshow(masked, cmap="YlOrRd", origin="lower", alpha=0.7, vmin=0, vmax=top, interpolation="nearest")
             if t is not None:
                 ax.plot(t[others[0]], t[others[1]], "o", mfc="none", mec="lime", mew=2, ms=11, label="true")
             if np.all(np.isfinite(f)):

@@ -8,6 +8,7 @@ way in, see :mod:`numvox.tf`).
 
 import importlib.util
 import os
+import sys
 import time
 
 import numpy as np
@@ -17,7 +18,24 @@ from .phantom import DEFAULT_RADIUS, DEFAULT_SHAPE, LANDMARK_NAMES, generate_pha
 
 def tensorflow_available():
     """True when TensorFlow can be imported (checked without importing it)."""
-    return importlib.util.find_spec("tensorflow") is not None
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"] is not None
+    try:
+        return importlib.util.find_spec("tensorflow") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+_MODEL = []
+
+
+def bundled_model():
+    """The bundled model and its metadata, loaded once per process."""
+    if not _MODEL:
+        from .model import load_bundled_model
+
+        _MODEL.append(load_bundled_model())
+    return _MODEL[0]
 
 
 def _run_model(volume):
@@ -25,20 +43,19 @@ def _run_model(volume):
     t0 = time.perf_counter()
     import tensorflow as tf
 
-    from .model import load_bundled_model, size_multiple
+    from .model import size_multiple
 
-    model, meta = load_bundled_model()
+    model, meta = bundled_model()
     t_load = time.perf_counter() - t0
     m = size_multiple(meta["config"])
     pad = [(0, (-s) % m) for s in volume.shape]
     x = np.pad(volume, pad) if any(p[1] for p in pad) else volume
     t0 = time.perf_counter()
     probs, offsets = model(tf.constant(x[None, ..., None], tf.float32), training=False)
-    probs, offsets = probs[0], offsets[0]  # strided views? TF slices copy; batch 1 -> cheap
-    if any(p[1] for p in pad):
+    if any(p[1] for p in pad):  # a TF slice is a copy; only padded user volumes pay it
         X, Y, Z = volume.shape
-        probs, offsets = probs[:X, :Y, :Z], offsets[:X, :Y, :Z]
-    probs.numpy  # noqa: B018 - eager tensors are ready when returned
+        probs, offsets = probs[:, :X, :Y, :Z], offsets[:, :X, :Y, :Z]
+    # Batch 1 kept: numvox takes the (B, X, Y, Z, C) outputs as they are (no squeeze copy).
     t_model = time.perf_counter() - t0
     return probs, offsets, t_load, t_model, meta
 
@@ -130,6 +147,8 @@ def run_demo(seed=0, volume=None, *, use_model=None, threshold=0.5, splat="linea
     heat = np.asarray(heat)
     coords = np.asarray(coords, dtype=np.float64)
     values = np.asarray(values, dtype=np.float64)
+    if heat.ndim == 5:  # the model's batch of one
+        heat, coords, values = heat[0], coords[0], values[0]
     names = list(LANDMARK_NAMES[:n_lm]) + [f"landmark_{i}" for i in range(len(LANDMARK_NAMES), n_lm)]
     landmarks = []
     errors = []
