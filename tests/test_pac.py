@@ -362,3 +362,22 @@ def test_cli(tmp_path, capsys):
     rc = main(["pac", str(tmp_path / "x.npy"), str(tmp_path / "f.npy"), str(tmp_path / "w.npy"), str(out),
                "--stride", "a"])
     assert rc == 2 and "stride" in capsys.readouterr().err
+
+
+@pytest.mark.cuda
+def test_cuda_small_tiles_and_channel_chunks(cuda_backend, monkeypatch):
+    """Force tiny tiles and one channel per shared-memory chunk: many blocks, halos that
+    overlap between blocks (atomics) and several chunk passes for C and F."""
+    from numvox.pac import _cuda
+
+    real_plan = _cuda.plan
+    monkeypatch.setattr(_cuda, "plan", lambda geo, cap, sim: (2, 3, 1, real_plan(geo, cap, sim)[3]))
+    for d, S, ks, stride, padding in (
+        (2, (7, 8), (3, 2), 1, "same"), (3, (4, 5, 5), (2, 3, 3), (1, 2, 1), "same"),
+    ):
+        p = dict(d=d, S=S, ks=ks, stride=stride, dil=1, padding=padding, N=2, C=3, F=2, O=2,
+                 normalize=True, use_bias=True, seed=11)
+        x, f, w, b = make(p)
+        got = numvox.pac_conv(x, f, w, b, **kw(p, cuda_backend))
+        close(got, ref_pac(x, f, w, b, stride, padding, 1, True), 1e-9)
+        directional_checks({**p, "N": 1}, cuda_backend, 1e-6)

@@ -1,0 +1,366 @@
+"""CUDA kernels of the pixel-adaptive convolution (imported only for CUDA calls).
+
+One thread block per output tile (1 x TH x TW positions of one image and output plane).
+Shared memory holds the tile's adaptive kernels (TP x T values) and an input region with
+its halo, ``RZ x RY x RX`` positions, for a chunk of channels at a time: first the guide
+features (to build the kernels, F in chunks), then the input channels (C in chunks).  The
+output channels are split across threads, each thread owning (position, output channel)
+pairs.  The backward pass uses atomics only where windows overlap (``grad_x``,
+``grad_guide``) and reduces ``grad_weight``/``grad_bias`` over the tile in each thread
+before one atomic add per weight and block.
+
+Kernels work on the 3-D embedding (a 2-D problem has a leading spatial axis of size 1).
+"""
+
+import functools
+import math
+
+import numpy as np
+from numba import cuda, float32, float64
+
+from .._shared.backend import cuda_simulated
+from .._shared.halfprec import cuda_loaders
+
+SHARED_BYTES = 48 * 1024  # static shared memory a block may use on every CUDA GPU
+
+
+@functools.lru_cache(maxsize=None)
+def _kernels(double):
+    DT = float64 if double else float32
+    CAP = SHARED_BYTES // (8 if double else 4)
+    load32, load64 = cuda_loaders()
+    load = load64 if double else load32
+
+    @cuda.jit(device=True, inline=True)
+    def _tap_offsets(p, t, TW, RY, RX, prm):
+        # region offsets of tap t and of the window centre for tile position p
+        kh, kw = prm[1], prm[2]
+        py = p // TW
+        px = p % TW
+        ta = t // (kh * kw)
+        tb = (t // kw) % kh
+        tc = t % kw
+        rq = (ta * prm[9]) * RY * RX + (py * prm[4] + tb * prm[10]) * RX + (px * prm[5] + tc * prm[11])
+        return rq, py, px, ta, tb, tc
+
+    @cuda.jit(device=True, inline=True)
+    def _centre(p, TW, RY, RX, prm):
+        py = p // TW
+        px = p % TW
+        return ((prm[0] // 2) * prm[9]) * RY * RX + (py * prm[4] + (prm[1] // 2) * prm[10]) * RX + (
+            px * prm[5] + (prm[2] // 2) * prm[11])
+
+    @cuda.jit(device=True, inline=True)
+    def _load_region(sm, base, a, code, n, c0, nc, z0, y0, x0, RY, RX, R, tid, nth):
+        D, H, W = a.shape[1], a.shape[2], a.shape[3]
+        for i in range(tid, R * nc, nth):
+            r = i // nc
+            c = i % nc
+            z = z0 + r // (RY * RX)
+            y = y0 + (r // RX) % RY
+            xx = x0 + r % RX
+            if 0 <= z < D and 0 <= y < H and 0 <= xx < W:
+                sm[base + i] = load(a, (n, z, y, xx, c0 + c), code)
+            else:
+                sm[base + i] = 0
+
+    @cuda.jit(device=True, inline=True)
+    def _build_kernels(sm, g, gc, n, z0, y0, x0, TW, TP, T, RY, RX, R, CH, REG, prm, tid, nth):
+        """sm[p*T + t] = K (raw Gaussian, 0 for taps outside the image)."""
+        D, H, W, F = g.shape[1], g.shape[2], g.shape[3], g.shape[4]
+        TT = TP * T
+        for i in range(tid, TT, nth):
+            sm[i] = 0
+        for f0 in range(0, F, CH):
+            nf = min(CH, F - f0)
+            cuda.syncthreads()
+            _load_region(sm, REG, g, gc, n, f0, nf, z0, y0, x0, RY, RX, R, tid, nth)
+            cuda.syncthreads()
+            for i in range(tid, TT, nth):
+                p = i // T
+                t = i % T
+                rq, py, px, ta, tb, tc = _tap_offsets(p, t, TW, RY, RX, prm)
+                rc = _centre(p, TW, RY, RX, prm)
+                acc = 0.0
+                for f in range(nf):
+                    d = sm[REG + rc * nf + f] - sm[REG + rq * nf + f]
+                    acc += d * d
+                sm[i] += acc
+        cuda.syncthreads()
+        for i in range(tid, TT, nth):
+            p = i // T
+            t = i % T
+            rq, py, px, ta, tb, tc = _tap_offsets(p, t, TW, RY, RX, prm)
+            z = z0 + ta * prm[9]
+            y = y0 + py * prm[4] + tb * prm[10]
+            xx = x0 + px * prm[5] + tc * prm[11]
+            if 0 <= z < D and 0 <= y < H and 0 <= xx < W:
+                sm[i] = math.exp(-0.5 * sm[i])
+            else:
+                sm[i] = 0
+        cuda.syncthreads()
+
+    @cuda.jit
+    def forward(x, xc, g, gc, w, b, has_bias, prm, normalize, TH, TW, CH, out):
+        # prm: kd kh kw | st0 st1 st2 (3..5) | lo0 lo1 lo2 (6..8) | dl0 dl1 dl2 (9..11)
+        C = x.shape[4]
+        T = w.shape[0]
+        O = w.shape[2]
+        Do, Ho, Wo = out.shape[1], out.shape[2], out.shape[3]
+        nty = (Ho + TH - 1) // TH
+        ntx = (Wo + TW - 1) // TW
+        bid = cuda.blockIdx.x
+        tx = bid % ntx
+        rest = bid // ntx
+        ty = rest % nty
+        rest = rest // nty
+        od = rest % Do
+        n = rest // Do
+        tid = cuda.threadIdx.x
+        nth = cuda.blockDim.x
+        sm = cuda.shared.array(CAP, DT)
+        TP = TH * TW
+        TT = TP * T
+        RY = (TH - 1) * prm[4] + (prm[1] - 1) * prm[10] + 1
+        RX = (TW - 1) * prm[5] + (prm[2] - 1) * prm[11] + 1
+        R = ((prm[0] - 1) * prm[9] + 1) * RY * RX
+        REG = TT
+        z0 = od * prm[3] - prm[6]
+        y0 = ty * TH * prm[4] - prm[7]
+        x0 = tx * TW * prm[5] - prm[8]
+        _build_kernels(sm, g, gc, n, z0, y0, x0, TW, TP, T, RY, RX, R, CH, REG, prm, tid, nth)
+        if normalize:
+            for p in range(tid, TP, nth):
+                s = 0.0
+                for t in range(T):
+                    s += sm[p * T + t]
+                inv = 1.0 / s if s > 0 else 0.0
+                for t in range(T):
+                    sm[p * T + t] *= inv
+            cuda.syncthreads()
+        # each thread owns the (p, o) pairs i = tid, tid + nth, ... of the tile
+        for i in range(tid, TP * O, nth):
+            p = i // O
+            o = i % O
+            oy = ty * TH + p // TW
+            ox = tx * TW + p % TW
+            if oy < Ho and ox < Wo:
+                out[n, od, oy, ox, o] = b[o] if has_bias else 0
+        for c0 in range(0, C, CH):
+            nc = min(CH, C - c0)
+            cuda.syncthreads()
+            _load_region(sm, REG, x, xc, n, c0, nc, z0, y0, x0, RY, RX, R, tid, nth)
+            cuda.syncthreads()
+            for i in range(tid, TP * O, nth):
+                p = i // O
+                o = i % O
+                oy = ty * TH + p // TW
+                ox = tx * TW + p % TW
+                if oy < Ho and ox < Wo:
+                    acc = 0.0
+                    for t in range(T):
+                        k = sm[p * T + t]
+                        if k != 0:
+                            rq, py, px, ta, tb, tc = _tap_offsets(p, t, TW, RY, RX, prm)
+                            s = 0.0
+                            for c in range(nc):
+                                s += w[t, c0 + c, o] * sm[REG + rq * nc + c]
+                            acc += k * s
+                    out[n, od, oy, ox, o] += acc
+
+    @cuda.jit
+    def backward(go, gu, x, xc, g, gc, w, prm, normalize, TH, TW, CH, gx, gg, gw, gb):
+        D, H, W, C = x.shape[1], x.shape[2], x.shape[3], x.shape[4]
+        F = g.shape[4]
+        T = w.shape[0]
+        O = w.shape[2]
+        Do, Ho, Wo = go.shape[1], go.shape[2], go.shape[3]
+        nty = (Ho + TH - 1) // TH
+        ntx = (Wo + TW - 1) // TW
+        bid = cuda.blockIdx.x
+        tx = bid % ntx
+        rest = bid // ntx
+        ty = rest % nty
+        rest = rest // nty
+        od = rest % Do
+        n = rest // Do
+        tid = cuda.threadIdx.x
+        nth = cuda.blockDim.x
+        sm = cuda.shared.array(CAP, DT)
+        TP = TH * TW
+        TT = TP * T
+        RY = (TH - 1) * prm[4] + (prm[1] - 1) * prm[10] + 1
+        RX = (TW - 1) * prm[5] + (prm[2] - 1) * prm[11] + 1
+        R = ((prm[0] - 1) * prm[9] + 1) * RY * RX
+        INV = TT  # TP values: 1/sum (normalize) or 1
+        GG = TT + TP  # TT values: dL/dK
+        REG = 2 * TT + TP
+        z0 = od * prm[3] - prm[6]
+        y0 = ty * TH * prm[4] - prm[7]
+        x0 = tx * TW * prm[5] - prm[8]
+        _build_kernels(sm, g, gc, n, z0, y0, x0, TW, TP, T, RY, RX, R, CH, REG, prm, tid, nth)
+        for p in range(tid, TP, nth):
+            inv = 1.0
+            if normalize:
+                s = 0.0
+                for t in range(T):
+                    s += sm[p * T + t]
+                inv = 1.0 / s if s > 0 else 0.0
+            oy = ty * TH + p // TW
+            ox = tx * TW + p % TW
+            sm[INV + p] = inv if (oy < Ho and ox < Wo) else 0  # positions outside: no gradient
+        for i in range(tid, TT, nth):
+            sm[GG + i] = 0
+        # grad_bias: reduce the tile in each thread, one atomic per (block, o)
+        for o in range(tid, O, nth):
+            s = 0.0
+            for p in range(TP):
+                oy = ty * TH + p // TW
+                ox = tx * TW + p % TW
+                if oy < Ho and ox < Wo:
+                    s += load(go, (n, od, oy, ox, o), gu)
+            cuda.atomic.add(gb, o, s)
+        for c0 in range(0, C, CH):
+            nc = min(CH, C - c0)
+            cuda.syncthreads()
+            _load_region(sm, REG, x, xc, n, c0, nc, z0, y0, x0, RY, RX, R, tid, nth)
+            cuda.syncthreads()
+            # grad_x (atomics: windows overlap) and dL/dK
+            for i in range(tid, TT * nc, nth):
+                pt = i // nc
+                c = i % nc
+                p = pt // T
+                t = pt % T
+                kn = sm[pt] * sm[INV + p]
+                if sm[pt] != 0 and sm[INV + p] != 0:
+                    rq, py, px, ta, tb, tc = _tap_offsets(p, t, TW, RY, RX, prm)
+                    oy = ty * TH + py
+                    ox = tx * TW + px
+                    v = 0.0
+                    for o in range(O):
+                        v += w[t, c0 + c, o] * load(go, (n, od, oy, ox, o), gu)
+                    z = z0 + ta * prm[9]
+                    y = y0 + py * prm[4] + tb * prm[10]
+                    xx = x0 + px * prm[5] + tc * prm[11]
+                    cuda.atomic.add(gx, (n, z, y, xx, c0 + c), kn * v)
+                    cuda.atomic.add(sm, GG + pt, sm[REG + rq * nc + c] * v)
+            # grad_weight: each thread sums its (t, c, o) over the tile, one atomic add
+            for i in range(tid, T * nc * O, nth):
+                t = i // (nc * O)
+                c = (i // O) % nc
+                o = i % O
+                s = 0.0
+                for p in range(TP):
+                    kn = sm[p * T + t] * sm[INV + p]
+                    if kn != 0:
+                        rq, py, px, ta, tb, tc = _tap_offsets(p, t, TW, RY, RX, prm)
+                        s += kn * sm[REG + rq * nc + c] * load(go, (n, od, ty * TH + py, tx * TW + px, o), gu)
+                cuda.atomic.add(gw, (t, c0 + c, o), s)
+        cuda.syncthreads()
+        if normalize:
+            for p in range(tid, TP, nth):
+                m = 0.0
+                inv = sm[INV + p]
+                for t in range(T):
+                    m += sm[p * T + t] * inv * sm[GG + p * T + t]
+                for t in range(T):
+                    sm[GG + p * T + t] = (sm[GG + p * T + t] - m) * inv
+            cuda.syncthreads()
+        # grad_guide: dK/df_q = K (f_c - f_q) = -dK/df_c
+        for f0 in range(0, F, CH):
+            nf = min(CH, F - f0)
+            cuda.syncthreads()
+            _load_region(sm, REG, g, gc, n, f0, nf, z0, y0, x0, RY, RX, R, tid, nth)
+            cuda.syncthreads()
+            for i in range(tid, TT * nf, nth):
+                pt = i // nf
+                f = i % nf
+                p = pt // T
+                t = pt % T
+                coef = sm[GG + pt] * sm[pt]
+                if coef != 0:
+                    rq, py, px, ta, tb, tc = _tap_offsets(p, t, TW, RY, RX, prm)
+                    rc = _centre(p, TW, RY, RX, prm)
+                    dlt = coef * (sm[REG + rc * nf + f] - sm[REG + rq * nf + f])
+                    z = z0 + ta * prm[9]
+                    y = y0 + py * prm[4] + tb * prm[10]
+                    xx = x0 + px * prm[5] + tc * prm[11]
+                    cuda.atomic.add(gg, (n, z, y, xx, f0 + f), dlt)
+                    cz = z0 + (prm[0] // 2) * prm[9]
+                    cy = y0 + py * prm[4] + (prm[1] // 2) * prm[10]
+                    cx = x0 + px * prm[5] + (prm[2] // 2) * prm[11]
+                    if 0 <= cz < D and 0 <= cy < H and 0 <= cx < W:
+                        cuda.atomic.add(gg, (n, cz, cy, cx, f0 + f), -dlt)
+
+    return forward, backward, CAP
+
+
+def plan(geo, cap, simulated):
+    """Tile ``(TH, TW)``, channel chunk ``CH`` and threads per block for shared capacity ``cap``."""
+    kd, kh, kw = (int(k) for k in geo["ks"])
+    s1, s2 = int(geo["st"][1]), int(geo["st"][2])
+    d0, d1, d2 = (int(v) for v in geo["dl"])
+    T = kd * kh * kw
+    Ho, Wo = geo["out3"][1], geo["out3"][2]
+    start = 4 if simulated else 8
+    TH, TW = max(1, min(start, Ho)), max(1, min(start, Wo))
+
+    def need(TH, TW):
+        TP = TH * TW
+        R = ((kd - 1) * d0 + 1) * ((TH - 1) * s1 + (kh - 1) * d1 + 1) * ((TW - 1) * s2 + (kw - 1) * d2 + 1)
+        return 2 * TP * T + TP, R
+
+    fixed, R = need(TH, TW)
+    while fixed + R > cap:
+        if TH == 1 and TW == 1:
+            raise ValueError(
+                f"the kernel {tuple(int(k) for k in geo['ks'])} (dilation {tuple(int(v) for v in geo['dl'])}) "
+                f"is too large for the CUDA kernels' shared memory ({cap} values); use backend='cpu'"
+            )
+        if TH >= TW:
+            TH = max(1, TH // 2)
+        else:
+            TW = max(1, TW // 2)
+        fixed, R = need(TH, TW)
+    CH = max(1, min(max(geo["C"], geo["F"], 1), (cap - fixed) // R))
+    threads = 8 if simulated else 128
+    return TH, TW, CH, threads
+
+
+def _params(call, geo):
+    prm = np.concatenate([geo["ks"], geo["st"], geo["lo"], geo["dl"]]).astype(np.int64)
+    return cuda.to_device(prm) if call.device_arrays else prm
+
+
+def _blocks(geo, TH, TW):
+    Do, Ho, Wo = geo["out3"]
+    return geo["N"] * Do * ((Ho + TH - 1) // TH) * ((Wo + TW - 1) // TW)
+
+
+def _inputs(call, *arrays):
+    """Under the simulator, kernels launched on host arrays copy them back afterwards, which
+    read-only or non-contiguous inputs refuse: hand inputs over as (simulated) device copies
+    (on a GPU they are device arrays already, contiguous by construction)."""
+    if call.device_arrays:  # pragma: no cover - needs a GPU
+        return arrays
+    return tuple(cuda.to_device(np.ascontiguousarray(a)) if isinstance(a, np.ndarray) else a for a in arrays)
+
+
+def forward(call, x, xc, g, gc, w, b, has_bias, geo, normalize, out):
+    x, g, w, b = _inputs(call, x, g, w, b)
+    fwd, _, cap = _kernels(geo["dtype"] == np.float64)
+    TH, TW, CH, threads = plan(geo, cap, cuda_simulated())
+    fwd[_blocks(geo, TH, TW), threads](x, np.int64(xc), g, np.int64(gc), w, b, has_bias, _params(call, geo),
+                                        normalize, TH, TW, CH, out)
+    if call.device_arrays:  # pragma: no cover - needs a GPU
+        cuda.synchronize()
+
+
+def backward(call, go, gu, x, xc, g, gc, w, geo, normalize, gx, gg, gw, gb):
+    go, x, g, w = _inputs(call, go, x, g, w)
+    _, bwd, cap = _kernels(geo["dtype"] == np.float64)
+    TH, TW, CH, threads = plan(geo, cap, cuda_simulated())
+    bwd[_blocks(geo, TH, TW), threads](go, np.int64(gu), x, np.int64(xc), g, np.int64(gc), w, _params(call, geo),
+                                        normalize, TH, TW, CH, gx, gg, gw, gb)
+    if call.device_arrays:  # pragma: no cover - needs a GPU
+        cuda.synchronize()
