@@ -349,13 +349,11 @@ def _run_fft(call, A, B, geom, out_dtype, reduce, normalize, res, values, positi
         res = None if res is None else xp.asarray(res)
     else:
         xp = np
-    img = _channels_first(A, geom)
-    flt = _channels_first(B, geom)
     vals = flat = None
     if reduce is not None:
         vals = xp.asarray(values) if call.device_arrays else values
         flat = xp.empty((N, K), dtype=np.int64)
-    correlate_fft(xp, img, flt, geom, np.dtype(out_dtype).type, reduce, normalize, res, vals, flat, bar)
+    correlate_fft(xp, A, B, geom, np.dtype(out_dtype).type, reduce, normalize, res, vals, flat, bar)
     if reduce == "argmax":
         pos = xp.stack(xp.unravel_index(flat, tuple(O)), axis=-1).astype(np.int64)
         if call.device_arrays:  # pragma: no cover - needs a GPU

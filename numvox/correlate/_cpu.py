@@ -150,3 +150,32 @@ def flat_view(view):
     low = view[tuple(slice(c, c + 1) for c in corner)]
     flat = np.lib.stride_tricks.as_strided(low, (pos - neg + 1,), (item,), writeable=False)
     return flat, np.int64(-neg), st
+
+
+@njit(parallel=True, cache=True)
+def spectra_products(FI, FF, loc, prod):
+    """``prod[n, k, o] = sum_i FI[n, o + loc + i] * FF[k, i]`` (terms with the plane index
+    outside ``FI`` skipped): the per-pair step of the FFT path, fused into one pass over the
+    output, pairs in parallel.  ``FI`` (bn, Sc, M), ``FF`` (bk, sc, M), ``prod`` (bn, bk, Oc, M)."""
+    bn, Sc, M = FI.shape
+    bk, sc = FF.shape[0], FF.shape[1]
+    Oc = prod.shape[2]
+    for t in prange(bn * bk):
+        n = t // bk
+        k = t - n * bk
+        for o in range(Oc):
+            first = True
+            for i in range(sc):
+                c = o + loc + i
+                if c < 0 or c >= Sc:
+                    continue
+                if first:
+                    for m in range(M):
+                        prod[n, k, o, m] = FI[n, c, m] * FF[k, i, m]
+                    first = False
+                else:
+                    for m in range(M):
+                        prod[n, k, o, m] += FI[n, c, m] * FF[k, i, m]
+            if first:
+                for m in range(M):
+                    prod[n, k, o, m] = 0

@@ -51,17 +51,62 @@ class _Backend:
         return self._fft.irfftn(x, s=s, axes=axes, **self._kw)
 
 
+def stack_axis(geom):
+    """The item axis handled by direct summation of spectra instead of a transform.
+
+    ``None`` (transform every spatial axis) or the index of a spatial axis whose filter and
+    output are so short (``s * O <= 16``, e.g. the 3 colour planes of an RGB item correlated
+    in "same" mode) that summing ``s`` spectrum products per output plane is cheaper than
+    transforming along it (short strided transforms are slow, and the other axes' inverse
+    transforms shrink from ``F`` planes to ``O``).
+    """
+    if geom["ca"] is not None or len(geom["S"]) < 2:
+        return None
+    cost = [s * o for s, o in zip(geom["s"], geom["O"])]
+    d = min(range(len(cost)), key=lambda i: cost[i])
+    return d if cost[d] <= 16 else None
+
+
 def correlate_fft(xp, img, flt, geom, ftype, reduce, normalize, out, values, flat_pos, bar):
     """Run the FFT path.
 
-    ``img`` ``(N, C, *S)``, ``flt`` ``(K, C, *s)`` (views, any dtype), ``geom`` the call's
-    geometry; results go to ``out`` ``(N, K, *O)`` (reduce None) or ``values`` and
-    ``flat_pos`` ``(N, K)`` (flat index into ``O``).
+    ``img`` ``(N, *item)``, ``flt`` ``(K, *item)`` (the caller's arrays, any dtype and strides),
+    ``geom`` the call's geometry; results go to ``out`` ``(N, K, *O)`` (reduce None) or
+    ``values`` and ``flat_pos`` ``(N, K)`` (flat index into ``O``).
+
+    One item axis is "stacked" (moved next to the batch axis and not transformed): the
+    channel axis (summed: one output plane) or, with ``channel_axis=None``, the axis chosen by
+    :func:`stack_axis` (``O`` planes, each a sum of ``s`` spectrum products), or a dummy
+    length-1 axis.
     """
     be = _Backend(xp)
-    N, C = img.shape[0], img.shape[1]
-    K = flt.shape[0]
-    S, s, lo, O = geom["S"], geom["s"], geom["lo"], geom["O"]
+    N, K = img.shape[0], flt.shape[0]
+    d_user = len(geom["O"])
+    ca, spatial = geom["ca"], geom["spatial"]
+    sd = stack_axis(geom)
+    if ca is not None:  # channels: summed, one output plane
+        src = ca
+        Sc = sc = geom["C"]
+        loc, Oc = 0, 1
+        rest = list(range(d_user))
+    elif sd is not None:
+        src = spatial[sd]
+        Sc, sc, loc, Oc = geom["S"][sd], geom["s"][sd], geom["lo"][sd], geom["O"][sd]
+        rest = [i for i in range(d_user) if i != sd]
+    else:
+        src = None
+        Sc = sc = Oc = 1
+        loc = 0
+        rest = list(range(d_user))
+    if src is None:
+        I, Fl = img[:, None], flt[:, None]
+    else:
+        I, Fl = xp.moveaxis(img, src, 1), xp.moveaxis(flt, src, 1)
+    S = [geom["S"][i] for i in rest]
+    s = [geom["s"][i] for i in rest]
+    lo = [geom["lo"][i] for i in rest]
+    O = [geom["O"][i] for i in rest]
+    Ouser = list(geom["O"])
     d = len(S)
     F = fft_sizes(S, s, lo, O)
     order = sorted(range(d), key=lambda i: F[i])  # real transform along the longest axis
@@ -73,15 +118,15 @@ def correlate_fft(xp, img, flt, geom, ftype, reduce, normalize, out, values, fla
     half[order[-1]] = F[order[-1]] // 2 + 1
     M = int(np.prod(half))
     P = int(np.prod(F))
-    nout = int(np.prod(O))
+    nout = int(np.prod(Ouser))
 
     # filter spectra, conjugated, once per filter
     ssd_all = None
-    FF = xp.empty((K, C, *half), dtype=ctype)
-    fchunk = max(1, min(K, BLOCK_BYTES // max(1, C * (P * fsize + M * csize) * 2)))
+    FF = xp.empty((K, sc, *half), dtype=ctype)
+    fchunk = max(1, min(K, BLOCK_BYTES // max(1, sc * (P * fsize + M * csize) * 2)))
     ssd_parts = []
     for k0 in range(0, K, fchunk):
-        fb = flt[k0:k0 + fchunk]
+        fb = Fl[k0:k0 + fchunk]
         if normalize:
             fb, ssd = centred_filters(xp, fb, ftype)
             ssd_parts.append(ssd)
@@ -90,38 +135,50 @@ def correlate_fft(xp, img, flt, geom, ftype, reduce, normalize, out, values, fla
         FF[k0:k0 + fchunk] = xp.conj(be.rfftn(fb, sfft, axes))
     if normalize:
         ssd_all = xp.concatenate(ssd_parts)
+    FFm = FF.reshape(K, sc, M)
 
     # block sizes: pairs per block from the working memory of one pair
-    per_pair = M * csize * (2 if C > 1 else 1) + P * fsize + nout * (fsize + 16 if normalize else fsize) + 64
+    per_pair = Oc * (2 * M * csize + P * fsize) + nout * (2 * fsize + (24 if normalize else 0)) + 64
     pairs = max(1, BLOCK_BYTES // per_pair)
     bk = min(K, pairs)
-    per_image = C * (P * fsize + M * csize) + (nout * 8 * 3 if normalize else 0)
+    per_image = Sc * (P * fsize + M * csize) + (nout * 8 * 4 if normalize else 0)
     bn = max(1, min(N, pairs // bk, BLOCK_BYTES // max(1, per_image)))
     eps = float(np.finfo(ftype).eps)
     place = (slice(None), slice(None)) + tuple(slice(-l, -l + n) for l, n in zip(lo, S))
-    region = (slice(None), slice(None)) + tuple(slice(0, o) for o in O)
+    region = (slice(None), slice(None), slice(None)) + tuple(slice(0, o) for o in O)
+    img_cf = None
+    if normalize:
+        img_cf = img[:, None] if ca is None else xp.moveaxis(img, ca, 1)
 
     for n0 in range(0, N, bn):
         n1 = min(N, n0 + bn)
-        buf = xp.zeros((n1 - n0, C, *F), dtype=ftype)
-        buf[place] = img[n0:n1]
+        buf = xp.zeros((n1 - n0, Sc, *F), dtype=ftype)
+        buf[place] = I[n0:n1]
         FI = be.rfftn(buf, sfft, axes)
         del buf
         if normalize:
-            var = window_variance(xp, img[n0:n1], s, lo, O)  # (bn, *O)
+            var = window_variance(xp, img_cf[n0:n1], geom["s"], geom["lo"], Ouser)  # (bn, *Ouser)
         for k0 in range(0, K, bk):
             k1 = min(K, k0 + bk)
-            if C == 1:
-                prod = FI[:, None, 0] * FF[None, k0:k1, 0]
-            else:
-                a = FI.reshape(n1 - n0, C, M).transpose(2, 0, 1)
-                b = FF[k0:k1].reshape(k1 - k0, C, M).transpose(2, 1, 0)
-                prod = xp.matmul(a, b).transpose(1, 2, 0).reshape(n1 - n0, k1 - k0, *half)
-            res = be.irfftn(prod, sfft, axes)
+            if xp is np:
+                from ._cpu import spectra_products
+
+                prod = np.empty((n1 - n0, k1 - k0, Oc, *half), dtype=ctype)
+                spectra_products(FI.reshape(n1 - n0, Sc, M), FFm[k0:k1], np.int64(loc),
+                                 prod.reshape(n1 - n0, k1 - k0, Oc, M))
+            else:  # pragma: no cover - needs a GPU
+                prod = xp.zeros((n1 - n0, k1 - k0, Oc, *half), dtype=ctype)
+                for o in range(Oc):
+                    for i in range(sc):
+                        c = o + loc + i
+                        if 0 <= c < Sc:
+                            prod[:, :, o] += FI[:, None, c] * FF[None, k0:k1, i]
+            res = be.irfftn(prod, sfft, tuple(a + 1 for a in axes))
             del prod
-            r = res[region]
+            r = res[region]  # (bn, bk, Oc, *O)
+            r = r[:, :, 0] if src is None or ca is not None else xp.moveaxis(r, 2, 2 + sd)
             if normalize:
-                den = xp.sqrt(var[:, None] * ssd_all[k0:k1].reshape((1, k1 - k0) + (1,) * d))
+                den = xp.sqrt(var[:, None] * ssd_all[k0:k1].reshape((1, k1 - k0) + (1,) * d_user))
                 ok = den > eps
                 r = xp.where(ok, r / xp.where(ok, den, 1.0), 0.0).astype(ftype, copy=False)
                 del den, ok
