@@ -54,6 +54,19 @@ def neighbour_offsets():
     return np.stack([k // 9 - 1, (k // 3) % 3 - 1, k % 3 - 1], axis=1)
 
 
+def _kernel_input(volume, V):
+    """``(array, code, compute dtype)`` for the kernels.
+
+    On a real GPU the shared conversion hands bfloat16 over as its uint16 bits; the original
+    argument's dtype tells them apart from genuine uint16 data.
+    """
+    Vk, code = kernel_view(V)
+    if code == 0 and np.dtype(Vk.dtype) == np.uint16 and "bfloat16" in str(getattr(volume, "dtype", "")):
+        code = BFLOAT16
+    cdtype = np.dtype(np.float32) if code else compute_dtype(Vk.dtype)
+    return Vk, code, cdtype
+
+
 def _check_volume(V, name="volume"):
     check_real_dtype(V, name, allow_int=True)
     if len(V.shape) == 2:
@@ -220,8 +233,7 @@ def descent_labels(volume, *, border="inside", out=None, backend=None):
     res = call.output(out, shape, np.uint8)
     if res.size == 0:
         return call.wrap(res)
-    Vk, code = kernel_view(V)
-    cdtype = compute_dtype(V.dtype)
+    Vk, code, cdtype = _kernel_input(volume, V)
     faces = ((True, True),) * 3
     if call.backend == "cpu":
         _run_cpu_labels(Vk, code, res, [0, 0, 0], list(shape), cdtype)
@@ -339,8 +351,7 @@ def descent_basins(volume, *, backend=None):
     res = call.output(None, shape, np.int32)
     if n == 0:
         return call.wrap(res)
-    Vk, code = kernel_view(V)
-    cdtype = compute_dtype(V.dtype)
+    Vk, code, cdtype = _kernel_input(volume, V)
     if call.backend == "cpu":
         labels = np.empty(shape, np.uint8)
         _run_cpu_labels(Vk, code, labels, [0, 0, 0], list(shape), cdtype)

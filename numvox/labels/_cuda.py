@@ -114,7 +114,10 @@ def launch_labels(V, code, out, cdtype, *, device_arrays):
     bad_host = np.zeros(1, np.int64)
     bad = cuda.to_device(bad_host) if device_arrays else bad_host
     t = cdtype.type
-    kernel[blocks, B * B * B](V, np.int64(code), out, bad, t(1 / math.sqrt(2)), t(1 / math.sqrt(3)),
+    # Simulator: host input, passed as input-only (never copied back; it may be read-only)
+    # and contiguous (the simulator's transfer needs one buffer).  Real GPUs get device arrays.
+    src = V if device_arrays else cuda.In(np.ascontiguousarray(V))
+    kernel[blocks, B * B * B](src, np.int64(code), out, bad, t(1 / math.sqrt(2)), t(1 / math.sqrt(3)),
                               t(-np.inf), t(np.inf))
     if device_arrays:  # pragma: no cover - needs a GPU
         bad_host = bad.copy_to_host()
