@@ -164,7 +164,7 @@ def work_split(B, L, threads):
 def _aggregate_host(P, pcode, O, ocode, thr, L, landmark_major, linear, out5):
     import numba
 
-    from ._cpu import aggregate_cpu, fold_private
+    from ._cpu import aggregate_cpu, fold_private, launch
 
     B, X, Y, Z = (int(s) for s in P.shape[:4])
     nchunks, ngroups, by_batch = work_split(B, L, numba.get_num_threads())
@@ -174,12 +174,13 @@ def _aggregate_host(P, pcode, O, ocode, thr, L, landmark_major, linear, out5):
     ranges = np.empty((nchunks, L, 2), np.int64)
     ranges[..., 0] = X
     ranges[..., 1] = -1
-    aggregate_cpu(
-        P, np.int64(pcode), O, np.int64(ocode), np.float64(thr), np.int64(L), bool(landmark_major),
+    launch(
+        aggregate_cpu, P, np.int64(pcode), O, np.int64(ocode), np.float64(thr), np.int64(L), bool(landmark_major),
         bool(linear), out5, priv, ranges, np.int64(nchunks), np.int64(ngroups), bool(by_batch),
+        inputs=(0, 2),
     )
     if npriv:
-        fold_private(out5, priv, ranges, np.int64(nchunks), np.int64(X), np.int64(Y), np.int64(Z))
+        launch(fold_private, out5, priv, ranges, np.int64(nchunks), np.int64(X), np.int64(Y), np.int64(Z))
 
 
 def heatmap_peaks(heatmaps, *, radius=1, backend=None):
@@ -243,13 +244,13 @@ def heatmap_peaks(heatmaps, *, radius=1, backend=None):
     H5 = H if len(lead) == 2 else _with_batch(H, call.device_arrays)
     Hk, code = kernel_view(H5)
     if call.backend == "cpu":
-        from ._cpu import peaks_from_rows, row_maxima
+        from ._cpu import launch, peaks_from_rows, row_maxima
 
         vals = np.empty((N, X), np.float64)
         idx = np.empty((N, X), np.int64)
         if X:
-            row_maxima(Hk, np.int64(code), vals, idx)
-        peaks_from_rows(Hk, np.int64(code), vals, idx, np.int64(radius), coords, values)
+            launch(row_maxima, Hk, np.int64(code), vals, idx, inputs=(0,))
+        launch(peaks_from_rows, Hk, np.int64(code), vals, idx, np.int64(radius), coords, values, inputs=(0,))
     else:
         from ._cuda import peaks_cuda
 

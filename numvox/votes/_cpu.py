@@ -18,11 +18,36 @@ half-precision inputs arrive as ``uint16`` bits decoded by ``load_f64``.
 """
 
 import math
+import threading
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, typeof
 
 from .._shared.halfprec import load_f64
+
+
+_COMPILE_LOCK = threading.Lock()
+
+
+def launch(kernel, *args, inputs=()):
+    """Call ``kernel(*args)`` through one compiled signature per input dtype.
+
+    The arrays at positions ``inputs`` are typed as read-only ``'A'``-layout arrays, so C,
+    F, strided, writeable and read-only inputs share one compiled (and cached) kernel
+    instead of one per combination; Numba converts the actual arguments to that signature
+    (a safe conversion) once compiling new specialisations is switched off.
+    """
+    sig = tuple(
+        typeof(a).copy(layout="A", readonly=True) if i in inputs else typeof(a) for i, a in enumerate(args)
+    )
+    with _COMPILE_LOCK:
+        if sig not in kernel.overloads:
+            kernel.disable_compile(False)
+            try:
+                kernel.compile(sig)
+            finally:
+                kernel.disable_compile(True)
+    return kernel(*args)
 
 
 @njit(inline="always", cache=True)

@@ -1,0 +1,167 @@
+"""Vote aggregation (issue 3): numvox.aggregate_votes / heatmap_peaks against what a user
+would otherwise run (see ``baselines_votes.py``)."""
+
+import statistics
+import time
+
+import numpy as np
+
+from ._harness import Baseline, Case, MiB, _PeakSampler
+from .baselines_votes import (
+    make_tf_filter_scatter,
+    numpy_bincount,
+    numpy_peaks,
+    read_floor,
+    realistic_inputs,
+    seed_loops,
+    uniform_inputs,
+)
+
+SECTION = "Vote aggregation"
+
+_NOTES_STATIC = """\
+Inputs: `probs` (X, Y, Z, L+1) and `offsets` (X, Y, Z, 3L), float32, L = 3, threshold 0.5.
+*spheres*: the realistic case, votes concentrated in spheres around the landmarks (about
+12 % of the voxels vote; offsets point at the landmark plus 0.5 voxel of noise);
+*uniform*: the question's own test data (normalised uniform probabilities, about 4 % of the
+(voxel, landmark) pairs vote; offsets `100 * U(0, 1)`, most votes land inside the volume).
+Baselines: *np.nonzero + np.bincount* is the best plain-NumPy approach (filter, gather,
+one weighted bincount per landmark); *probs.sum(); offsets.sum()* reads both inputs once
+with NumPy (the memory floor a scatter must not fall below; its "speed-up" is the ratio
+read-floor time / numvox time); *seed loops* is the question's Python loop, measured at 70^3
+and scaled by (300/70)^3 (it is linear in the voxel count); *TF filter + scatter* is the
+question's vectorised `tf.where`/`tf.gather_nd` filter followed by `tf.tensor_scatter_nd_add`
+(inside a `tf.function`).  "Peak extra" includes the output itself: `np.zeros` pages are
+mapped when first written, so a heatmap that receives votes only near the landmarks costs
+only those pages.
+
+CPU kernel: one pass over `probs` (channels-last rows, read once), a vote's three offsets
+read only when it passes the threshold; the source rows are split between the threads and
+only the batch item shared by two threads goes through a private buffer (lazily mapped,
+folded into the output over the x-range it was written), so peak extra memory stays within
+1x the output beyond the output itself.
+
+CUDA path, on paper (no GPU here; H100 at ~3.35 TB/s HBM3): the kernel reads `probs` once
+(300^3 x 4 x 4 B = 432 MB, coalesced: a warp reads 32 consecutive voxels = 512 contiguous
+bytes), the offsets of the voting voxels (12 % x 27 M x 3 x 12 B ~ 117 MB, in 32-byte
+sectors, ~4x that in the worst scatter = ~0.4 GB), and zero-fills the 324 MB heatmap; about
+1.2 GB moved, i.e. ~0.35 ms + launch, with ~10 M float32 `atomic.add`s (L2 atomics, many on
+the same few voxels near each landmark: contention on the peak voxels, not bandwidth, is the
+risk; ~1-2 ms expected).  `heatmap_peaks` reads the 324 MB heatmaps once (~0.1 ms) in the
+block-level arg-max pass.  float16 inputs halve the input bytes."""
+
+NOTES = _NOTES_STATIC
+_times = {}
+_peaks = {}
+
+
+def _timed(key, fn, peak=False):
+    """``fn`` wrapped to record its durations (and peak RSS rise) for the ratios in NOTES."""
+
+    def run():
+        if peak:
+            with _PeakSampler() as s:
+                t0 = time.perf_counter()
+                r = fn()
+                _times.setdefault(key, []).append(time.perf_counter() - t0)
+            _peaks[key] = max(_peaks.get(key, 0.0), s.peak / MiB)
+            return r
+        t0 = time.perf_counter()
+        r = fn()
+        _times.setdefault(key, []).append(time.perf_counter() - t0)
+        return r
+
+    return run
+
+
+def _median(key, skip_first=False):
+    t = _times.get(key, [])
+    t = t[1:] if skip_first and len(t) > 1 else t
+    return statistics.median(t) if t else float("nan")
+
+
+def cases(quick, backend):
+    global NOTES
+    import numvox
+
+    _times.clear()
+    _peaks.clear()
+    n = 96 if quick else 300
+    shape = (n, n, n)
+    L = 3
+    out_mib = L * n**3 * 4 / MiB
+
+    probs, offsets, _, _ = realistic_inputs(shape, L)
+    frac = float((probs[..., 1:] >= 0.5).any(axis=-1).mean())
+    small = 40 if quick else 70
+    sp, so, _, _ = realistic_inputs((small,) * 3, L, seed=1)
+    baselines = [
+        Baseline("np.nonzero + np.bincount", _timed("sph_np", lambda: numpy_bincount(probs, offsets)), repeat=2),
+        Baseline("probs.sum(); offsets.sum()", _timed("sph_floor", lambda: read_floor(probs, offsets)), repeat=3),
+        Baseline(
+            f"seed loops (at {small}^3, x({n}/{small})^3)", lambda: seed_loops(sp, so), repeat=1,
+            scale=(n / small) ** 3, note="extrapolated",
+        ),
+    ]
+    try:
+        tf_run = make_tf_filter_scatter(shape, L)
+        tf_run(probs, offsets)  # trace once
+        baselines.append(Baseline("TF filter + scatter", lambda: tf_run(probs, offsets), repeat=2))
+    except ImportError:  # pragma: no cover
+        pass
+    yield Case(
+        f"aggregate_votes {n}^3 L=3 spheres ({frac:.0%} vote), nearest",
+        numvox=_timed("sph", lambda: numvox.aggregate_votes(probs, offsets, backend=backend), peak=True),
+        baselines=baselines,
+        note=f"output {out_mib:.0f} MiB",
+    )
+    yield Case(
+        f"aggregate_votes {n}^3 L=3 spheres, linear",
+        numvox=_timed("sph_lin", lambda: numvox.aggregate_votes(probs, offsets, splat="linear", backend=backend), peak=True),
+        baselines=[Baseline("probs.sum(); offsets.sum()", lambda: read_floor(probs, offsets), repeat=3)],
+    )
+    heat = np.asarray(numvox.aggregate_votes(probs, offsets, splat="linear", backend=backend))
+    yield Case(
+        f"heatmap_peaks 3 x {n}^3",
+        numvox=lambda: numvox.heatmap_peaks(heat, backend=backend),
+        baselines=[Baseline("np.argmax + window centroid", lambda: numpy_peaks(heat), repeat=3)],
+    )
+    del heat
+    p16, o16 = probs.astype(np.float16), offsets.astype(np.float16)
+    del probs, offsets
+    yield Case(
+        f"aggregate_votes {n}^3 L=3 spheres, float16 inputs, nearest",
+        numvox=_timed("f16", lambda: numvox.aggregate_votes(p16, o16, backend=backend), peak=True),
+        baselines=[Baseline("np.nonzero + np.bincount (float16)", lambda: numpy_bincount(p16, o16), repeat=2)],
+    )
+    del p16, o16
+
+    probs, offsets = uniform_inputs(shape, L)
+    frac_u = float((probs[..., 1:] >= 0.5).mean())
+    yield Case(
+        f"aggregate_votes {n}^3 L=3 uniform (seed data, {frac_u:.0%} of votes pass), nearest",
+        numvox=_timed("uni", lambda: numvox.aggregate_votes(probs, offsets, backend=backend), peak=True),
+        baselines=[
+            Baseline("np.nonzero + np.bincount", _timed("uni_np", lambda: numpy_bincount(probs, offsets)), repeat=2),
+            Baseline("probs.sum(); offsets.sum()", _timed("uni_floor", lambda: read_floor(probs, offsets)), repeat=3),
+        ],
+        note=f"output {out_mib:.0f} MiB",
+    )
+    del probs, offsets
+
+    lines = ["", "Ratios of this run (medians; numvox's first, compiling call excluded):", ""]
+    for key, label in (("sph", "spheres, nearest"), ("uni", "uniform, nearest")):
+        t = _median(key, skip_first=True)
+        lines.append(
+            f"- {label}: {_median(key + '_np') / t:.1f}x faster than np.nonzero + np.bincount "
+            f"(target >= 10x); read-floor time / numvox time = {_median(key + '_floor') / t:.2f} "
+            f"(target >= 1); peak extra {_peaks.get(key, float('nan')):.0f} MiB = "
+            f"{_peaks.get(key, float('nan')) / out_mib:.2f}x the {out_mib:.0f} MiB output "
+            f"(incl. the output's own touched pages; target <= 1x beyond the output)."
+        )
+    for key, label in (("sph_lin", "spheres, linear"), ("f16", "spheres, float16 inputs")):
+        lines.append(
+            f"- {label}: {_median(key, skip_first=True) * 1e3:.0f} ms, peak extra "
+            f"{_peaks.get(key, float('nan')):.0f} MiB."
+        )
+    NOTES = _NOTES_STATIC + "\n" + "\n".join(lines)
