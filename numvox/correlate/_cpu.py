@@ -111,11 +111,31 @@ def direct(img, icode, base, ishape, ist, filt, lo, oshape, kb, rows_per_chunk, 
                                     row[x] = load_f64(img, q + p * ist[5], icode)
                                 else:
                                     row[x] = zero
-                            for kk in range(nk):
+                            # four filters per pass: one row load feeds four accumulators
+                            kk = 0
+                            while kk + 4 <= nk:
+                                for i3 in range(s3):
+                                    wa = filt[k0 + kk, c, i0, i1, i2, i3]
+                                    wb = filt[k0 + kk + 1, c, i0, i1, i2, i3]
+                                    wc = filt[k0 + kk + 2, c, i0, i1, i2, i3]
+                                    wd = filt[k0 + kk + 3, c, i0, i1, i2, i3]
+                                    for o3 in range(O3):
+                                        x = row[o3 + i3]
+                                        acc[kk, o3] += wa * x
+                                        acc[kk + 1, o3] += wb * x
+                                        acc[kk + 2, o3] += wc * x
+                                        acc[kk + 3, o3] += wd * x
+                                kk += 4
+                            while kk < nk:
                                 for i3 in range(s3):
                                     wv = filt[k0 + kk, c, i0, i1, i2, i3]
                                     for o3 in range(O3):
                                         acc[kk, o3] += wv * row[o3 + i3]
+                                kk += 1
+            if not norm_flag and not reduce_flag:
+                for kk in range(nk):
+                    out[n, k0 + kk, o0, o1, o2, :] = acc[kk, :]
+                continue
             for kk in range(nk):
                 k = k0 + kk
                 for o3 in range(O3):

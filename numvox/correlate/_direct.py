@@ -92,7 +92,7 @@ def run_direct(call, A, B, geom, out_dtype, reduce, normalize, res, values, posi
         n1 = min(N, n0 + bn)
         b = n1 - n0
         if reduce is None:
-            nchunk = 1 if nkb * b >= 2 * threads else min(R, -(-2 * threads // (nkb * b)))
+            nchunk = min(R, max(1, -(-8 * threads // (nkb * b))))  # tasks for load balance
         else:
             nchunk = min(R, 64, max(1, -(-4 * threads // (nkb * b))))
         rows_per_chunk = -(-R // nchunk)
