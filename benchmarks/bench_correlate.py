@@ -1,0 +1,129 @@
+"""Batched cross-correlation (numvox.correlate_batch) against the seed's cdist code, a per-pair
+SciPy loop and TensorFlow's conv3d."""
+
+import statistics
+import time
+
+import numpy as np
+
+from ._harness import Baseline, Case
+from .baselines_correlate import per_pair_scipy, seed_cdist_max, tf_conv3d_fn
+
+SECTION = "Batched cross-correlation (issue 5)"
+NOTES = ""  # filled in by cases() once the timings are known
+
+_TIMES = {}
+
+
+def _timed(key, fn):
+    def run():
+        t0 = time.perf_counter()
+        r = fn()
+        _TIMES.setdefault(key, []).append(time.perf_counter() - t0)
+        return r
+
+    return run
+
+
+def _med(key, skip_first=False):
+    ts = _TIMES.get(key, [])
+    ts = ts[1:] if skip_first and len(ts) > 1 else ts
+    return statistics.median(ts) if ts else float("nan")
+
+
+def cases(quick, backend):
+    import numvox
+
+    _TIMES.clear()
+    rng = np.random.default_rng(0)
+    # -- 1. the seed's problem, scaled ----------------------------------------------------
+    N, K = (8, 10) if quick else (40, 50)
+    sub = (2, 4) if quick else (8, 10)  # the seed's code runs on a subset, time scaled by pairs
+    scale = (N * K) / (sub[0] * sub[1])
+    images = rng.random((N, 96, 96, 3))
+    filters = rng.random((K, 96, 96, 3))
+    for dtype in (np.float64, np.float32):
+        a, b = images.astype(dtype), filters.astype(dtype)
+        name = np.dtype(dtype).name
+        seed_cdist_max(a[:1], b[:1])  # warm SciPy's FFT plan caches and imports
+        yield Case(
+            f"seed problem {N} x {K} of (96, 96, 3), reduce='max', {name}",
+            numvox=_timed(f"nv-{name}", lambda a=a, b=b: numvox.correlate_batch(a, b, reduce="max", backend=backend)),
+            baselines=[
+                Baseline(
+                    "seed code: cdist + scipy.signal.correlate(fft)",
+                    _timed(f"seed-{name}", lambda a=a, b=b: seed_cdist_max(a[: sub[0]], b[: sub[1]])),
+                    repeat=1,
+                    scale=scale,
+                    note=f"seed code run on {sub[0]} x {sub[1]} pairs, time x{scale:g}",
+                )
+            ],
+            repeat=3,
+        )
+
+    # -- 2. small filters: CNN-style 3x3x3 ------------------------------------------------
+    NV, KF, D = (4, 8, 32) if quick else (16, 32, 64)
+    vols = rng.random((NV, D, D, D, 1), dtype=np.float32)
+    filts = rng.random((KF, 3, 3, 3, 1), dtype=np.float32)
+    psub = (2, 2) if quick else (4, 4)
+    pscale = (NV * KF) / (psub[0] * psub[1])
+    run_tf = tf_conv3d_fn(vols, filts)
+    yield Case(
+        f"{NV} volumes {D}^3 x {KF} filters 3x3x3, channel_axis=-1 (1 channel), mode='same', float32",
+        numvox=_timed("nv-small", lambda: numvox.correlate_batch(vols, filts, channel_axis=-1, mode="same",
+                                                                 backend=backend)),
+        baselines=[
+            Baseline("per-pair scipy.signal.correlate loop", lambda: per_pair_scipy(vols[: psub[0]], filts[: psub[1]]),
+                     repeat=1, scale=pscale, note=f"loop run on {psub[0]} x {psub[1]} pairs, time x{pscale:g}"),
+            Baseline("TensorFlow tf.nn.conv3d (SAME)", _timed("tf-small", run_tf), repeat=3,
+                     note="same work; TF output layout (N, D, H, W, K)"),
+        ],
+        repeat=3,
+    )
+
+    # -- 3. bounded memory with a reduction -------------------------------------------------
+    NB, KB = (20, 50) if quick else (100, 400)
+    im3 = rng.random((NB, 48, 48, 3), dtype=np.float32)
+    fi3 = rng.random((KB, 48, 48, 3), dtype=np.float32)
+    full_mib = NB * KB * 48 * 48 * 3 * 4 / 2**20
+    yield Case(
+        f"reduce='max' memory: {NB} x {KB} of (48, 48, 3), float32",
+        numvox=lambda: numvox.correlate_batch(im3, fi3, reduce="max", backend=backend),
+        repeat=1,
+        note=f"the (N, K, 48, 48, 3) maps would take {full_mib:.0f} MiB; they are never materialised",
+    )
+
+    # -- notes, with the extrapolations ---------------------------------------------------
+    full_pairs = 500 * 1000
+    lines = ["Full seed problem (500 x 1000 pairs of (96, 96, 3)), extrapolated linearly in pairs from the rows above:", ""]
+    for name in ("float64", "float32"):
+        nv = _med(f"nv-{name}", skip_first=True) / (N * K)
+        sd = _med(f"seed-{name}") / (sub[0] * sub[1])
+        lines.append(
+            f"- {name}: numvox {nv * full_pairs:.0f} s ({nv * full_pairs / 60:.1f} min) vs the seed's code "
+            f"{sd * full_pairs / 3600:.1f} h ({sd / nv:.0f}x)."
+        )
+    nv_s, tf_s = _med("nv-small", skip_first=True), _med("tf-small")
+    lines += [
+        "",
+        f"Small filters vs TensorFlow conv3d: numvox / TF time ratio = {nv_s / tf_s:.2f} "
+        f"(target: <= 2; below 1 means numvox is faster).",
+        "",
+        "Method: the seed problem uses the FFT path (auto): one real FFT per image and per filter "
+        "(float32 for float32 input), then per pair a fused Numba product of spectra and three "
+        "144 x 144 inverse 2-D transforms (the colour axis of length 3 is summed in the "
+        "frequency domain rather than transformed; the 'same' output needs only "
+        "S + s//2 = 144 points per axis, not 191), then the maximum, in blocks of pairs of "
+        "<= ~100 MiB. The small-filter case uses the direct Numba kernel. \"Peak extra\" of the "
+        "reduce='max' rows is the bound on working memory (plus the filters' spectra).",
+        "",
+        "CUDA path on paper (no GPU here): seed problem on an H100 via cuFFT (FFT path with CuPy): "
+        "per pair 3 x 144^2 complex-to-real points, ~1.2 MB moved (spectra product + inverse "
+        "transform + max) and ~2 MFLOP, so 500 x 1000 pairs move ~0.6 TB: ~0.2 s at 3 TB/s, "
+        "compute ~0.02 s at ~50 TFLOP/s f32; about 1 s with overheads. Small-filter case with "
+        "the shared-memory direct kernel: 7.2 GFLOP (~0.1-0.5 ms of f32 FMA throughput at the "
+        "10-50% of peak such a kernel reaches) and 512 MiB of output written (~0.2 ms at 3 TB/s); "
+        "each block reads its image tile + halo once per filter tap row for 8 filters.",
+    ]
+    global NOTES
+    NOTES = "\n".join(lines)
