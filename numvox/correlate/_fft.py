@@ -138,7 +138,8 @@ def correlate_fft(xp, img, flt, geom, ftype, reduce, normalize, out, values, fla
     FFm = FF.reshape(K, sc, M)
 
     # block sizes: pairs per block from the working memory of one pair
-    per_pair = Oc * (2 * M * csize + P * fsize) + nout * (2 * fsize + (24 if normalize else 0)) + 64
+    # product + the inverse transform's working copy of it + its output, region copy, normalisation
+    per_pair = Oc * (3 * M * csize + P * fsize) + nout * (2 * fsize + (24 if normalize else 0)) + 64
     pairs = max(1, BLOCK_BYTES // per_pair)
     bk = min(K, pairs)
     per_image = Sc * (P * fsize + M * csize) + (nout * 8 * 4 if normalize else 0)
