@@ -417,3 +417,31 @@ def test_cli(tmp_path, capsys):
     assert main(["correlate", str(tmp_path / "i.npy"), str(tmp_path / "bad.npy"), "-o", str(out)]) == 2
     assert "same number of dimensions" in capsys.readouterr().err
     assert main(["correlate", str(tmp_path / "nope.npy"), str(tmp_path / "f.npy"), "-o", str(out)]) == 2
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("normalize", [False, True])
+def test_fft_stacked_middle_axis(mode, normalize):
+    """A short middle axis is summed in the frequency domain (not transformed) by the FFT path."""
+    rng = np.random.default_rng(15)
+    images = rng.random((3, 9, 3, 8))
+    filters = rng.random((2, 4, 2, 3))
+    geom = _api._geometry(images.shape, filters.shape, mode, None)
+    assert _fft.stack_axis(geom) == 1
+    if normalize:
+        ref = np.array([[ref_ncc(x, f, mode) for f in filters] for x in images])
+    else:
+        ref = ref_correlate(images, filters, mode)
+    got = numvox.correlate_batch(images, filters, mode=mode, normalize=normalize, method="fft")
+    assert_close(got, ref, np.float64)
+    check_reduce(numvox.correlate_batch(images, filters, mode=mode, normalize=normalize, method="fft",
+                                        reduce="argmax"), ref, "argmax", np.float64)
+
+
+def test_docstring_examples():
+    import doctest
+
+    from numvox.correlate import _api as mod
+
+    result = doctest.testmod(mod, verbose=False)
+    assert result.attempted > 0 and result.failed == 0

@@ -48,7 +48,10 @@ class _Backend:
         return self._fft.rfftn(x, s=s, axes=axes, **self._kw)
 
     def irfftn(self, x, s, axes):
-        return self._fft.irfftn(x, s=s, axes=axes, **self._kw)
+        """Inverse transform; ``x`` (a temporary) may be overwritten."""
+        if self.xp is np:
+            return self._fft.irfftn(x, s=s, axes=axes, overwrite_x=True, **self._kw)
+        return self._fft.irfftn(x, s=s, axes=axes, **self._kw)  # pragma: no cover - needs a GPU
 
 
 def stack_axis(geom):
@@ -138,8 +141,8 @@ def correlate_fft(xp, img, flt, geom, ftype, reduce, normalize, out, values, fla
     FFm = FF.reshape(K, sc, M)
 
     # block sizes: pairs per block from the working memory of one pair
-    # product + the inverse transform's working copy of it + its output, region copy, normalisation
-    per_pair = Oc * (3 * M * csize + P * fsize) + nout * (2 * fsize + (24 if normalize else 0)) + 64
+    # product (+ a working copy) + inverse transform output, region copy, normalisation
+    per_pair = Oc * (2 * M * csize + P * fsize) + nout * (2 * fsize + (24 if normalize else 0)) + 64
     pairs = max(1, BLOCK_BYTES // per_pair)
     bk = min(K, pairs)
     per_image = Sc * (P * fsize + M * csize) + (nout * 8 * 4 if normalize else 0)
@@ -186,9 +189,12 @@ def correlate_fft(xp, img, flt, geom, ftype, reduce, normalize, out, values, fla
             if reduce is None:
                 out[n0:n1, k0:k1] = r
             else:
-                flat = r.reshape(n1 - n0, k1 - k0, nout)
-                idx = xp.argmax(flat, axis=2)
-                flat_pos[n0:n1, k0:k1] = idx
-                values[n0:n1, k0:k1] = xp.take_along_axis(flat, idx[..., None], axis=2)[..., 0]
+                if reduce == "max":
+                    values[n0:n1, k0:k1] = r.max(axis=tuple(range(2, 2 + d_user)))
+                else:
+                    flat = r.reshape(n1 - n0, k1 - k0, nout)
+                    idx = xp.argmax(flat, axis=2)
+                    flat_pos[n0:n1, k0:k1] = idx
+                    values[n0:n1, k0:k1] = xp.take_along_axis(flat, idx[..., None], axis=2)[..., 0]
             del res, r
             bar.update((n1 - n0) * (k1 - k0))
