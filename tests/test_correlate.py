@@ -369,6 +369,8 @@ def test_tensorflow_roundtrip():
         (np.ones((2, 5, 5)), np.ones((2, 3, 3)), {"reduce": "min"}, ValueError, "reduce"),
         (np.ones((2, 5, 5)), np.ones((2, 3, 3)), {"method": "fast"}, ValueError, "method"),
         (np.ones((2, 5, 5)), np.ones((2, 3, 3)), {"normalize": "yes"}, TypeError, "normalize"),
+        (np.ones((2, 5, 5)), np.ones((2, 3, 3)), {"progress": 1}, TypeError, "progress"),
+        (np.ones((2, 5, 5)), np.ones((2, 3, 3)), {"reduce": "max", "out": (1, 2)}, TypeError, "single array"),
         (np.ones((2, 5, 5), np.float32) * 1e30, np.ones((2, 3, 3), np.float32) * 1e10, {}, ValueError,
          "too large"),
     ],

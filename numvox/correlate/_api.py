@@ -106,6 +106,10 @@ def correlate_batch(images, filters, *, mode="same", channel_axis=None, reduce=N
     method = check_choice(method, "method", METHODS)
     if not isinstance(normalize, (bool, np.bool_)):
         raise TypeError(f"normalize must be True or False; got {normalize!r}")
+    if not isinstance(progress, (bool, np.bool_)):
+        raise TypeError(f"progress must be True or False; got {progress!r}")
+    if reduce != "argmax" and isinstance(out, (tuple, list)):
+        raise TypeError("out must be a single array unless reduce='argmax'")
     check_real_dtype(A, "images", allow_int=True)
     check_real_dtype(B, "filters", allow_int=True)
     geom = _geometry(tuple(A.shape), tuple(B.shape), mode, channel_axis)
