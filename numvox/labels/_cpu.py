@@ -8,8 +8,10 @@ three scratch planes of ``(TJ + 2) x (TK + 2)`` values in the *compute dtype* (f
 outside the block's array are filled with ``+inf`` so that their score ``c - inf = -inf`` can
 never be chosen and the in-volume-only (``border="inside"``) rule needs no special case at
 the faces.  The 26 compares per voxel then run as one branch-free loop over the last axis
-(``_tile_rows``), which LLVM vectorises: the running best score and label are selects, with
-strict ``>`` in ascending neighbour code so the smallest code wins ties (NumPy ``argmax``).
+(``_tile_rows``), which LLVM vectorises: the 26 scores are reduced by a balanced tree of
+selects (short dependency chains), each combining a lower-code group ``a`` with the next
+higher-code group ``b`` as ``b if s_b > s_a else a``, so the smallest code wins ties (NumPy
+``argmax``).  Non-finite inputs are counted while the scratch planes are filled.
 Scores are ``(c - n) * w`` with ``w = 1, 1/sqrt(2), 1/sqrt(3)`` precomputed: no divisions.
 Extra memory is one scratch tile per running thread plus a per-tile count array.
 
@@ -45,11 +47,9 @@ def _tile_rows(S, z0, z1, z2, out, oi, oj0, ok0, tj, tk, w2, w3, ninf):
     """Labels of one plane of a tile from the scratch ring ``S`` (3, tj + 2, tk + 2), whose
     slots ``z0, z1, z2`` hold the planes before, at and after the output plane.
 
-    Writes ``out[oi, oj0 + q, ok0 + r]`` for ``q < tj``, ``r < tk``; returns the number of
-    non-finite centre values seen.  ``w2``, ``w3`` and ``ninf`` (-inf) are scalars of the
+    Writes ``out[oi, oj0 + q, ok0 + r]`` for ``q < tj``, ``r < tk``.  ``w2``, ``w3`` and ``ninf`` (-inf) are scalars of the
     compute dtype, so the whole loop stays in it.
     """
-    bad = 0
     for q in range(1, tj + 1):
         p00 = S[z0, q - 1]
         p01 = S[z0, q]
@@ -63,123 +63,124 @@ def _tile_rows(S, z0, z1, z2, out, oi, oj0, ok0, tj, tk, w2, w3, ninf):
         orow = out[oi, oj0 + q - 1, ok0:ok0 + tk]
         for r in range(1, tk + 1):
             c = p11[r]
-            bad += (c - c) != 0  # NaN or +-inf
             s0 = (c - p00[r - 1]) * w3
             s1 = (c - p00[r]) * w2
+            m = s1 > s0
+            b1 = s1 if m else s0
+            k1 = 1 if m else 0
             s2 = (c - p00[r + 1]) * w3
             s3 = (c - p01[r - 1]) * w2
+            m = s3 > s2
+            b2 = s3 if m else s2
+            k2 = 3 if m else 2
+            m = b2 > b1
+            b3 = b2 if m else b1
+            k3 = k2 if m else k1
             s4 = c - p01[r]
             s5 = (c - p01[r + 1]) * w2
+            m = s5 > s4
+            b4 = s5 if m else s4
+            k4 = 5 if m else 4
             s6 = (c - p02[r - 1]) * w3
             s7 = (c - p02[r]) * w2
+            m = s7 > s6
+            b5 = s7 if m else s6
+            k5 = 7 if m else 6
+            m = b5 > b4
+            b6 = b5 if m else b4
+            k6 = k5 if m else k4
+            m = b6 > b3
+            b7 = b6 if m else b3
+            k7 = k6 if m else k3
             s8 = (c - p02[r + 1]) * w3
             s9 = (c - p10[r - 1]) * w2
+            m = s9 > s8
+            b8 = s9 if m else s8
+            k8 = 9 if m else 8
             s10 = c - p10[r]
             s11 = (c - p10[r + 1]) * w2
+            m = s11 > s10
+            b9 = s11 if m else s10
+            k9 = 11 if m else 10
+            m = b9 > b8
+            b10 = b9 if m else b8
+            k10 = k9 if m else k8
             s12 = c - p11[r - 1]
             s14 = c - p11[r + 1]
+            m = s14 > s12
+            b11 = s14 if m else s12
+            k11 = 14 if m else 12
             s15 = (c - p12[r - 1]) * w2
             s16 = c - p12[r]
+            m = s16 > s15
+            b12 = s16 if m else s15
+            k12 = 16 if m else 15
+            m = b12 > b11
+            b13 = b12 if m else b11
+            k13 = k12 if m else k11
+            m = b13 > b10
+            b14 = b13 if m else b10
+            k14 = k13 if m else k10
+            m = b14 > b7
+            b15 = b14 if m else b7
+            k15 = k14 if m else k7
             s17 = (c - p12[r + 1]) * w2
             s18 = (c - p20[r - 1]) * w3
+            m = s18 > s17
+            b16 = s18 if m else s17
+            k16 = 18 if m else 17
             s19 = (c - p20[r]) * w2
             s20 = (c - p20[r + 1]) * w3
+            m = s20 > s19
+            b17 = s20 if m else s19
+            k17 = 20 if m else 19
+            m = b17 > b16
+            b18 = b17 if m else b16
+            k18 = k17 if m else k16
             s21 = (c - p21[r - 1]) * w2
             s22 = c - p21[r]
+            m = s22 > s21
+            b19 = s22 if m else s21
+            k19 = 22 if m else 21
             s23 = (c - p21[r + 1]) * w2
             s24 = (c - p22[r - 1]) * w3
+            m = s24 > s23
+            b20 = s24 if m else s23
+            k20 = 24 if m else 23
+            m = b20 > b19
+            b21 = b20 if m else b19
+            k21 = k20 if m else k19
+            m = b21 > b18
+            b22 = b21 if m else b18
+            k22 = k21 if m else k18
             s25 = (c - p22[r]) * w2
             s26 = (c - p22[r + 1]) * w3
-            m = s1 > s0
-            t0_0 = s1 if m else s0
-            lt0_0 = 1 if m else 0
-            m = s3 > s2
-            t0_1 = s3 if m else s2
-            lt0_1 = 3 if m else 2
-            m = s5 > s4
-            t0_2 = s5 if m else s4
-            lt0_2 = 5 if m else 4
-            m = s7 > s6
-            t0_3 = s7 if m else s6
-            lt0_3 = 7 if m else 6
-            m = s9 > s8
-            t0_4 = s9 if m else s8
-            lt0_4 = 9 if m else 8
-            m = s11 > s10
-            t0_5 = s11 if m else s10
-            lt0_5 = 11 if m else 10
-            m = s14 > s12
-            t0_6 = s14 if m else s12
-            lt0_6 = 14 if m else 12
-            m = s16 > s15
-            t0_7 = s16 if m else s15
-            lt0_7 = 16 if m else 15
-            m = s18 > s17
-            t0_8 = s18 if m else s17
-            lt0_8 = 18 if m else 17
-            m = s20 > s19
-            t0_9 = s20 if m else s19
-            lt0_9 = 20 if m else 19
-            m = s22 > s21
-            t0_10 = s22 if m else s21
-            lt0_10 = 22 if m else 21
-            m = s24 > s23
-            t0_11 = s24 if m else s23
-            lt0_11 = 24 if m else 23
             m = s26 > s25
-            t0_12 = s26 if m else s25
-            lt0_12 = 26 if m else 25
-            m = t0_1 > t0_0
-            t1_0 = t0_1 if m else t0_0
-            lt1_0 = lt0_1 if m else lt0_0
-            m = t0_3 > t0_2
-            t1_1 = t0_3 if m else t0_2
-            lt1_1 = lt0_3 if m else lt0_2
-            m = t0_5 > t0_4
-            t1_2 = t0_5 if m else t0_4
-            lt1_2 = lt0_5 if m else lt0_4
-            m = t0_7 > t0_6
-            t1_3 = t0_7 if m else t0_6
-            lt1_3 = lt0_7 if m else lt0_6
-            m = t0_9 > t0_8
-            t1_4 = t0_9 if m else t0_8
-            lt1_4 = lt0_9 if m else lt0_8
-            m = t0_11 > t0_10
-            t1_5 = t0_11 if m else t0_10
-            lt1_5 = lt0_11 if m else lt0_10
-            m = t1_1 > t1_0
-            t2_0 = t1_1 if m else t1_0
-            lt2_0 = lt1_1 if m else lt1_0
-            m = t1_3 > t1_2
-            t2_1 = t1_3 if m else t1_2
-            lt2_1 = lt1_3 if m else lt1_2
-            m = t1_5 > t1_4
-            t2_2 = t1_5 if m else t1_4
-            lt2_2 = lt1_5 if m else lt1_4
-            m = t2_1 > t2_0
-            t3_0 = t2_1 if m else t2_0
-            lt3_0 = lt2_1 if m else lt2_0
-            m = t0_12 > t2_2
-            t3_1 = t0_12 if m else t2_2
-            lt3_1 = lt0_12 if m else lt2_2
-            m = t3_1 > t3_0
-            t4_0 = t3_1 if m else t3_0
-            lt4_0 = lt3_1 if m else lt3_0
-            best = t4_0
-            lab = lt4_0
+            b23 = s26 if m else s25
+            k23 = 26 if m else 25
+            m = b23 > b22
+            b24 = b23 if m else b22
+            k24 = k23 if m else k22
+            m = b24 > b15
+            b25 = b24 if m else b15
+            k25 = k24 if m else k15
+            best = b25
+            lab = k25
             if best < 0:
                 lab = 13
             orow[r - 1] = lab
-    return bad
 
 
 @njit(cache=True)
-def _fill(V, code, S, slot, ii, j0, k0, tj, tk):
+def _fill(V, code, S, slot, ii, j0, k0, tj, tk, owned):
     """Scratch plane ``S[slot, q, r] = V[ii, j0 - 1 + q, k0 - 1 + r]``, ``+inf`` outside ``V``.
 
     Call it with a literal ``code`` of 0 for native dtypes: Numba then compiles the plain
-    copy loop alone, which LLVM vectorises.
+    copy loop alone, which LLVM vectorises.  When ``owned`` (the plane is one of the tile's
+    output planes), returns the number of non-finite values among the tile's own voxels of
+    this plane (each input voxel is counted by exactly one tile), else 0.
     """
+    bad = 0
     n0, n1, n2 = V.shape
     inf = np.inf
     rlo = max(0, 1 - k0)
@@ -201,6 +202,18 @@ def _fill(V, code, S, slot, ii, j0, k0, tj, tk):
             _copy_row(src, dst)
         else:
             _decode_row(src, code, dst)
+        if owned and q >= 1 and q <= tj:
+            bad += _count_nonfinite(S[slot, q, 1:tk + 1])
+    return bad
+
+
+@njit(cache=True)
+def _count_nonfinite(row):
+    n = 0
+    for r in range(row.shape[0]):
+        x = row[r]
+        n += (x - x) != 0  # NaN and +-inf give NaN
+    return n
 
 
 @njit(cache=True)
@@ -246,12 +259,13 @@ def labels_kernel(V, code, proto, out, lo0, lo1, lo2, hi0, hi1, hi2, w2, w3, nin
         nbad = 0
         for step in range(ti + 2):  # a ring of 3 planes: each plane filled once
             ii = i0 - 1 + step
+            owned = step >= 1 and step <= ti
             if code == NATIVE:
-                _fill(V, 0, S, step % 3, ii, j0, k0, tj, tk)
+                nbad += _fill(V, 0, S, step % 3, ii, j0, k0, tj, tk, owned)
             else:
-                _fill(V, code, S, step % 3, ii, j0, k0, tj, tk)
+                nbad += _fill(V, code, S, step % 3, ii, j0, k0, tj, tk, owned)
             if step >= 2:
-                nbad += _tile_rows(S, (step - 2) % 3, (step - 1) % 3, step % 3, out,
+                _tile_rows(S, (step - 2) % 3, (step - 1) % 3, step % 3, out,
                                    ii - 1 - lo0, j0 - lo1, k0 - lo2, tj, tk, w2, w3, ninf)
         bad[t] = nbad
     return bad.sum()
