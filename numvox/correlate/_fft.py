@@ -47,11 +47,32 @@ class _Backend:
     def rfftn(self, x, s, axes):
         return self._fft.rfftn(x, s=s, axes=axes, **self._kw)
 
-    def irfftn(self, x, s, axes):
-        """Inverse transform; ``x`` (a temporary) may be overwritten."""
-        if self.xp is np:
-            return self._fft.irfftn(x, s=s, axes=axes, overwrite_x=True, **self._kw)
-        return self._fft.irfftn(x, s=s, axes=axes, **self._kw)  # pragma: no cover - needs a GPU
+    def irfftn_head(self, x, s, axes, keep):
+        """``irfftn(x, s, axes)[..., :keep]`` (``keep[i]`` outputs along ``axes[i]``); ``x`` (a
+        temporary) may be overwritten.
+
+        On the CPU the inverse transform is pruned: complex inverse transforms along the
+        other axes one at a time, each result cut to the kept outputs before the next, and the
+        complex-to-real transform last, only on the kept lines (about a third less work for
+        "same" outputs, which keep 2/3 of each axis).
+        """
+        if self.xp is not np:  # pragma: no cover - needs a GPU
+            res = self._fft.irfftn(x, s=s, axes=axes)
+            return res[_head(res.ndim, axes, keep)]
+        own = True
+        for ax, n, k in zip(axes[:-1], s[:-1], keep[:-1]):
+            x = self._fft.ifft(x, n=n, axis=ax, overwrite_x=own, **self._kw)
+            x = x[_head(x.ndim, (ax,), (k,))]
+            own = False
+        x = self._fft.irfft(x, n=s[-1], axis=axes[-1], overwrite_x=own, **self._kw)
+        return x[_head(x.ndim, axes[-1:], keep[-1:])]
+
+
+def _head(ndim, axes, keep):
+    index = [slice(None)] * ndim
+    for ax, k in zip(axes, keep):
+        index[ax] = slice(0, k)
+    return tuple(index)
 
 
 def stack_axis(geom):
@@ -149,7 +170,6 @@ def correlate_fft(xp, img, flt, geom, ftype, reduce, normalize, out, values, fla
     bn = max(1, min(N, pairs // bk, BLOCK_BYTES // max(1, per_image)))
     eps = float(np.finfo(ftype).eps)
     place = (slice(None), slice(None)) + tuple(slice(-l, -l + n) for l, n in zip(lo, S))
-    region = (slice(None), slice(None), slice(None)) + tuple(slice(0, o) for o in O)
     img_cf = None
     if normalize:
         img_cf = img[:, None] if ca is None else xp.moveaxis(img, ca, 1)
@@ -177,9 +197,8 @@ def correlate_fft(xp, img, flt, geom, ftype, reduce, normalize, out, values, fla
                         c = o + loc + i
                         if 0 <= c < Sc:
                             prod[:, :, o] += FI[:, None, c] * FF[None, k0:k1, i]
-            res = be.irfftn(prod, sfft, tuple(a + 1 for a in axes))
+            r = be.irfftn_head(prod, sfft, tuple(a + 1 for a in axes), [O[i] for i in order])  # (bn, bk, Oc, *O)
             del prod
-            r = res[region]  # (bn, bk, Oc, *O)
             r = r[:, :, 0] if src is None or ca is not None else xp.moveaxis(r, 2, 2 + sd)
             if normalize:
                 den = xp.sqrt(var[:, None] * ssd_all[k0:k1].reshape((1, k1 - k0) + (1,) * d_user))
@@ -196,5 +215,5 @@ def correlate_fft(xp, img, flt, geom, ftype, reduce, normalize, out, values, fla
                     idx = xp.argmax(flat, axis=2)
                     flat_pos[n0:n1, k0:k1] = idx
                     values[n0:n1, k0:k1] = xp.take_along_axis(flat, idx[..., None], axis=2)[..., 0]
-            del res, r
+            del r
             bar.update((n1 - n0) * (k1 - k0))
