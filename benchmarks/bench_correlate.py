@@ -17,9 +17,10 @@ _TIMES = {}
 
 def _timed(key, fn):
     def run():
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         r = fn()
         _TIMES.setdefault(key, []).append(time.perf_counter() - t0)
+        _TIMES.setdefault("cpu:" + key, []).append(time.process_time() - c0)
         return r
 
     return run
@@ -111,6 +112,14 @@ def cases(quick, backend):
             f"- {name}: numvox {nv * full_pairs:.0f} s ({nv * full_pairs / 60:.1f} min) vs the seed's code "
             f"{sd * full_pairs / 3600:.1f} h ({sd / nv:.0f}x)."
         )
+    lines += ["", "CPU time per pair (process time, all threads; robust to other load on the machine, "
+              "which inflates wall times: on an idle 2-core machine the wall-time speed-up should be up to "
+              "2x this CPU-time ratio, numvox using both cores and the seed's code one):", ""]
+    for name in ("float64", "float32"):
+        nv = _med(f"cpu:nv-{name}", skip_first=True) / (N * K)
+        sd = _med(f"cpu:seed-{name}") / (sub[0] * sub[1])
+        lines.append(f"- {name}: numvox {nv * 1e3:.3g} ms, seed's code on {name} data {sd * 1e3:.3g} ms "
+                     f"(CPU-time ratio {sd / nv:.1f}x).")
     nv_s, tf_s = _med("nv-small", skip_first=True), _med("tf-small")
     lines += [
         "",
