@@ -220,8 +220,8 @@ def descent_labels(volume, *, border="inside", out=None, backend=None):
     --------
     >>> import numpy as np, numvox
     >>> v = np.arange(27, dtype=np.float32).reshape(3, 3, 3)
-    >>> int(numvox.descent_labels(v)[1, 1, 1])  # steepest towards v[0, 0, 0]
-    0
+    >>> int(numvox.descent_labels(v)[1, 1, 1])  # drop 9 at distance 1 to v[0, 1, 1] beats 13/sqrt(3)
+    4
     >>> int(numvox.descent_labels(v)[0, 0, 0])  # the minimum
     13
     """
