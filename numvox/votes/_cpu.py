@@ -74,6 +74,7 @@ def aggregate_cpu(P, pcode, O, ocode, thr, L, landmark_major, linear, out, priv,
         l0 = g * L // ngroups
         l1 = (g + 1) * L // ngroups
         r0, r1 = _row_range(c, nchunks, B, X, by_batch)
+        hits = np.empty(Z * (l1 - l0), np.int64)
         for r in range(r0, r1):
             b = r // X
             x = r - b * X
@@ -83,68 +84,78 @@ def aggregate_cpu(P, pcode, O, ocode, thr, L, landmark_major, linear, out, priv,
             else:
                 dst = out[b]
             for y in range(Y):
+                prow = P[b, x, y]  # (Z, L+1) and (Z, 3L) rows: 2-D indexing in the hot loops
+                orow = O[b, x, y]
+                # Pass 1, tight and branch-free: the (z, l) of the row's votes (most rows
+                # of real outputs hold none).
+                k = 0
                 for z in range(Z):
                     for l in range(l0, l1):
-                        p = load_f64(P, (b, x, y, z, l + 1), pcode)
-                        if not (p >= thr):  # NaN never votes
+                        hits[k] = z * L + l
+                        k += load_f64(prow, (z, l + 1), pcode) >= thr  # NaN never votes
+                # Pass 2: the votes only.
+                for h in range(k):
+                    j = hits[h]
+                    z = j // L
+                    l = j - z * L
+                    p = load_f64(prow, (z, l + 1), pcode)
+                    if landmark_major:
+                        ox = load_f64(orow, (z, 3 * l), ocode)
+                        oy = load_f64(orow, (z, 3 * l + 1), ocode)
+                        oz = load_f64(orow, (z, 3 * l + 2), ocode)
+                    else:
+                        ox = load_f64(orow, (z, l), ocode)
+                        oy = load_f64(orow, (z, L + l), ocode)
+                        oz = load_f64(orow, (z, 2 * L + l), ocode)
+                    tx = x + ox
+                    ty = y + oy
+                    tz = z + oz
+                    # Range checks in float first (NaN fails them), integers after.
+                    if not (tx > -1.0 and tx < fX and ty > -1.0 and ty < fY and tz > -1.0 and tz < fZ):
+                        continue
+                    if not linear:
+                        ix = int(math.floor(tx + 0.5))
+                        iy = int(math.floor(ty + 0.5))
+                        iz = int(math.floor(tz + 0.5))
+                        if ix < 0 or ix >= X or iy < 0 or iy >= Y or iz < 0 or iz >= Z:
                             continue
-                        if landmark_major:
-                            ox = load_f64(O, (b, x, y, z, 3 * l), ocode)
-                            oy = load_f64(O, (b, x, y, z, 3 * l + 1), ocode)
-                            oz = load_f64(O, (b, x, y, z, 3 * l + 2), ocode)
-                        else:
-                            ox = load_f64(O, (b, x, y, z, l), ocode)
-                            oy = load_f64(O, (b, x, y, z, L + l), ocode)
-                            oz = load_f64(O, (b, x, y, z, 2 * L + l), ocode)
-                        tx = x + ox
-                        ty = y + oy
-                        tz = z + oz
-                        # Range checks in float first (NaN fails them), integers after.
-                        if not (tx > -1.0 and tx < fX and ty > -1.0 and ty < fY and tz > -1.0 and tz < fZ):
-                            continue
-                        if not linear:
-                            ix = int(math.floor(tx + 0.5))
-                            iy = int(math.floor(ty + 0.5))
-                            iz = int(math.floor(tz + 0.5))
-                            if ix < 0 or ix >= X or iy < 0 or iy >= Y or iz < 0 or iz >= Z:
+                        dst[l, ix, iy, iz] += np.float32(p)
+                        if private:
+                            if ix < ranges[c, l, 0]:
+                                ranges[c, l, 0] = ix
+                            if ix > ranges[c, l, 1]:
+                                ranges[c, l, 1] = ix
+                    else:
+                        fx0 = math.floor(tx)
+                        fy0 = math.floor(ty)
+                        fz0 = math.floor(tz)
+                        wx1 = tx - fx0
+                        wy1 = ty - fy0
+                        wz1 = tz - fz0
+                        ix0 = int(fx0)
+                        iy0 = int(fy0)
+                        iz0 = int(fz0)
+                        for dx in range(2):
+                            ix = ix0 + dx
+                            if ix < 0 or ix >= X:
                                 continue
-                            dst[l, ix, iy, iz] += np.float32(p)
+                            wx = wx1 if dx else 1.0 - wx1
                             if private:
                                 if ix < ranges[c, l, 0]:
                                     ranges[c, l, 0] = ix
                                 if ix > ranges[c, l, 1]:
                                     ranges[c, l, 1] = ix
-                        else:
-                            fx0 = math.floor(tx)
-                            fy0 = math.floor(ty)
-                            fz0 = math.floor(tz)
-                            wx1 = tx - fx0
-                            wy1 = ty - fy0
-                            wz1 = tz - fz0
-                            ix0 = int(fx0)
-                            iy0 = int(fy0)
-                            iz0 = int(fz0)
-                            for dx in range(2):
-                                ix = ix0 + dx
-                                if ix < 0 or ix >= X:
+                            for dy in range(2):
+                                iy = iy0 + dy
+                                if iy < 0 or iy >= Y:
                                     continue
-                                wx = wx1 if dx else 1.0 - wx1
-                                if private:
-                                    if ix < ranges[c, l, 0]:
-                                        ranges[c, l, 0] = ix
-                                    if ix > ranges[c, l, 1]:
-                                        ranges[c, l, 1] = ix
-                                for dy in range(2):
-                                    iy = iy0 + dy
-                                    if iy < 0 or iy >= Y:
+                                wxy = wx * (wy1 if dy else 1.0 - wy1)
+                                for dz in range(2):
+                                    iz = iz0 + dz
+                                    if iz < 0 or iz >= Z:
                                         continue
-                                    wxy = wx * (wy1 if dy else 1.0 - wy1)
-                                    for dz in range(2):
-                                        iz = iz0 + dz
-                                        if iz < 0 or iz >= Z:
-                                            continue
-                                        w = wxy * (wz1 if dz else 1.0 - wz1)
-                                        dst[l, ix, iy, iz] += np.float32(p * w)
+                                    w = wxy * (wz1 if dz else 1.0 - wz1)
+                                    dst[l, ix, iy, iz] += np.float32(p * w)
 
 
 @njit(parallel=True, cache=True)
