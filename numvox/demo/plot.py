@@ -9,7 +9,7 @@ def save_figure(path, volume, heatmaps, true, found, names, title=""):
     Each panel is the slice of ``volume`` through the landmark (the true position, or the
     found one when the truth is unknown) perpendicular to that axis, with the landmark's
     heatmap (summed over a ±2-voxel slab, to show votes that miss the slice by a little)
-    overlaid; the true position is a green circle, the found one a red cross.
+    overlaid; the true position is a green circle, the found one a red plus.
     """
     from matplotlib.figure import Figure  # no pyplot: works headless, leaves the user's backend alone
 
@@ -35,11 +35,11 @@ def save_figure(path, volume, heatmaps, true, found, names, title=""):
             ax.imshow(img.T, cmap="gray", origin="lower", vmin=vmin, vmax=vmax, interpolation="nearest")
             top = max(float(heat.max()), 1e-12)
             masked = np.ma.masked_less_equal(heat.T, 0.02 * top)
-            ax.imshow(masked, cmap="YlOrRd", origin="lower", alpha=0.7, vmin=0, vmax=top, interpolation="nearest")
+            ax.imshow(masked, cmap="cool", origin="lower", alpha=0.75, vmin=0, vmax=top, interpolation="nearest")
             if t is not None:
-                ax.plot(t[others[0]], t[others[1]], "o", mfc="none", mec="lime", mew=2, ms=11, label="true")
+                ax.plot(t[others[0]], t[others[1]], "o", mfc="none", mec="lime", mew=1.5, ms=16, label="true")
             if np.all(np.isfinite(f)):
-                ax.plot(f[others[0]], f[others[1]], "x", color="red", mew=2, ms=9, label="found")
+                ax.plot(f[others[0]], f[others[1]], "+", color="red", mew=1.2, ms=16, label="found")
             ax.set_xlabel(axis_names[others[0]])
             ax.set_ylabel(axis_names[others[1]])
             ax.set_title(f"{names[lm]}: {axis_names[ax_i]} = {idx[ax_i]}", fontsize=9)

@@ -186,7 +186,7 @@ def run_demo(seed=0, volume=None, *, use_model=None, threshold=0.5, splat="linea
             os.makedirs(out_dir, exist_ok=True)
             stem = f"numvox_demo_seed{seed}" if true is not None else "numvox_demo_volume"
             path = os.path.join(out_dir, stem + ".png")
-            title = f"numvox demo: {label}, {mode}; green o = true, red x = found"
+            title = f"numvox demo: {label}, {mode}; heatmap in cyan-magenta, green o = true, red + = found"
             save_figure(path, volume, heat, true, coords, names, title=title)
             result["png"] = os.path.abspath(path)
     return result
