@@ -447,3 +447,14 @@ def test_docstring_examples():
 
     result = doctest.testmod(mod, verbose=False)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_progress_without_tqdm(monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # "import tqdm.auto" now fails
+    rng = np.random.default_rng(16)
+    got = numvox.correlate_batch(rng.random((2, 6, 6)), rng.random((2, 3, 3)), progress=True, reduce="max")
+    assert got.shape == (2, 2)
+    err = capsys.readouterr().err
+    assert "correlate_batch" in err and "100.0%" in err
