@@ -53,10 +53,15 @@ def _window_kernel(g, gc, n, z0, y0, x0, ks, dl, D, H, W, F, fc, K):
     return ksum, inside
 
 
+PB = 32  # output positions gathered per block (the GEMM's M)
+
+
 def _pac_forward(x, xc, g, gc, w, b, has_bias, ks, st, lo, dl, normalize, out):
     N, D, H, W, C = x.shape
     F = g.shape[4]
     T, _, O = w.shape
+    TC = T * C
+    w2 = w.reshape(TC, O)
     Do, Ho, Wo = out.shape[1], out.shape[2], out.shape[3]
     rows = N * Do * Ho
     for r in prange(rows):
@@ -64,138 +69,182 @@ def _pac_forward(x, xc, g, gc, w, b, has_bias, ks, st, lo, dl, normalize, out):
         od = (r // Ho) % Do
         oh = r % Ho
         K = np.empty(T, np.float64)
-        Kw = np.empty(T, out.dtype)
         fc = np.empty(F, np.float64)
-        xv = np.empty(C, out.dtype)
-        acc = np.empty(O, out.dtype)
+        Z = np.empty((PB, TC), out.dtype)
+        kbuf = np.empty(1, out.dtype)
         z0 = od * st[0] - lo[0]
         y0 = oh * st[1] - lo[1]
-        for ow in range(Wo):
-            x0 = ow * st[2] - lo[2]
-            ksum, _ = _window_kernel(g, gc, n, z0, y0, x0, ks, dl, D, H, W, F, fc, K)
-            if normalize:
-                inv = 1.0 / ksum if ksum > 0.0 else 0.0
-                for t in range(T):
-                    Kw[t] = K[t] * inv
-            else:
-                for t in range(T):
-                    Kw[t] = K[t]
-            for o in range(O):
-                acc[o] = b[o] if has_bias else 0.0
-            t = 0
-            for a in range(ks[0]):
-                z = z0 + a * dl[0]
-                for bb in range(ks[1]):
-                    y = y0 + bb * dl[1]
-                    for cc in range(ks[2]):
-                        xx = x0 + cc * dl[2]
-                        kt = Kw[t]
-                        if kt != 0.0:
-                            for c in range(C):
-                                xv[c] = load_f64(x, (n, z, y, xx, c), xc)
-                            for c in range(C):
-                                v = kt * xv[c]
-                                for o in range(O):
-                                    acc[o] += v * w[t, c, o]
-                        t += 1
-            for o in range(O):
-                out[n, od, oh, ow, o] = acc[o]
+        for ow0 in range(0, Wo, PB):
+            nb = min(PB, Wo - ow0)
+            for j in range(nb):
+                x0 = (ow0 + j) * st[2] - lo[2]
+                ksum, _ = _window_kernel(g, gc, n, z0, y0, x0, ks, dl, D, H, W, F, fc, K)
+                inv = 1.0
+                if normalize:
+                    inv = 1.0 / ksum if ksum > 0.0 else 0.0
+                t = 0
+                for a in range(ks[0]):
+                    z = z0 + a * dl[0]
+                    for bb in range(ks[1]):
+                        y = y0 + bb * dl[1]
+                        for cc in range(ks[2]):
+                            xx = x0 + cc * dl[2]
+                            kbuf[0] = K[t] * inv
+                            kt = kbuf[0]  # in the compute dtype
+                            if kt != 0.0:
+                                if xc == 0:
+                                    for c in range(C):
+                                        Z[j, t * C + c] = kt * x[n, z, y, xx, c]
+                                else:
+                                    for c in range(C):
+                                        Z[j, t * C + c] = kt * load_f64(x, (n, z, y, xx, c), xc)
+                            else:
+                                for c in range(C):
+                                    Z[j, t * C + c] = 0.0
+                            t += 1
+            res = np.dot(Z[:nb], w2)  # (nb, T*C) @ (T*C, O): a small GEMM
+            for j in range(nb):
+                for o in range(O):
+                    out[n, od, oh, ow0 + j, o] = res[j, o] + b[o] if has_bias else res[j, o]
 
 
-def _pac_backward(go, gu, x, xc, g, gc, w, ks, st, lo, dl, normalize, gx, gg, gw_part, gb_part):
+def _pac_backward(go, gu, x, xc, g, gc, w, ks, st, lo, dl, normalize, nthreads, gx, gg, gw_part, gb_part):
     """Fused backward.  ``gu`` is grad_out's half code.  Writes ``gx`` (N,D,H,W,C), ``gg``
     (N,D,H,W,F) (both zeroed by the caller), and per-thread partial sums ``gw_part``
     (threads, T, C, O) and ``gb_part`` (threads, O), zeroed by the caller.
 
-    The scatter into ``gx``/``gg`` is race-free: output rows (axis H) are processed in
-    ``P`` phases; rows of one phase are ``P*stride`` apart, more than a window's extent."""
+    Blocks of up to ``PB`` output positions of a row are processed together: their input
+    windows are gathered (``PB x T*C`` values per thread) so that ``W^T g`` and the weight
+    gradient are small GEMMs.  The scatter into ``gx``/``gg`` is race-free: output rows
+    (axis H) are processed in ``P`` phases; rows of one phase are ``P*stride`` apart, more
+    than a window's extent."""
     N, D, H, W, C = x.shape
     F = g.shape[4]
     T, _, O = w.shape
+    TC = T * C
+    w2 = w.reshape(TC, O)
     Do, Ho, Wo = go.shape[1], go.shape[2], go.shape[3]
+    # race-free scatter: output rows in bands of L >= P rows (P*stride > a window's extent);
+    # even bands in parallel, then odd bands, so that no two concurrent bands share input rows
     P = ((ks[1] - 1) * dl[1]) // st[1] + 1
-    for ph in range(P):
-        per_n = (Ho - ph + P - 1) // P if Ho > ph else 0
+    L = max(P, (Ho + 4 * nthreads - 1) // (4 * nthreads))
+    bands = (Ho + L - 1) // L
+    for ph in range(2):
+        per_n = (bands - ph + 1) // 2
         for item in prange(N * per_n):
             n = item // per_n
-            oh = ph + (item % per_n) * P
+            band = ph + 2 * (item % per_n)
             tid = get_thread_id()
+            gw2 = gw_part[tid].reshape(TC, O)
             K = np.empty(T, np.float64)
-            Kn = np.empty(T, np.float64)
-            G = np.empty(T, np.float64)
+            Kb = np.empty((PB, T), np.float64)
+            inv = np.empty(PB, np.float64)
             fc = np.empty(F, np.float64)
-            xv = np.empty(C, gx.dtype)
-            gv = np.empty(O, gx.dtype)
-            y0 = oh * st[1] - lo[1]
-            for od in range(Do):
-                z0 = od * st[0] - lo[0]
-                for ow in range(Wo):
-                    x0 = ow * st[2] - lo[2]
-                    ksum, cin = _window_kernel(g, gc, n, z0, y0, x0, ks, dl, D, H, W, F, fc, K)
-                    inv = 1.0
-                    if normalize:
-                        inv = 1.0 / ksum if ksum > 0.0 else 0.0
-                    for t in range(T):
-                        Kn[t] = K[t] * inv
-                        G[t] = 0.0
-                    for o in range(O):
-                        gv[o] = load_f64(go, (n, od, oh, ow, o), gu)
-                        gb_part[tid, o] += gv[o]
-                    t = 0
-                    for a in range(ks[0]):
-                        z = z0 + a * dl[0]
-                        for bb in range(ks[1]):
-                            y = y0 + bb * dl[1]
-                            for cc in range(ks[2]):
-                                xx = x0 + cc * dl[2]
-                                if K[t] != 0.0:
-                                    kt = Kn[t]
-                                    for c in range(C):
-                                        xv[c] = load_f64(x, (n, z, y, xx, c), xc)
-                                    gsum = 0.0
-                                    for c in range(C):
-                                        s = 0.0
-                                        for o in range(O):
-                                            s += w[t, c, o] * gv[o]
-                                        gx[n, z, y, xx, c] += kt * s
-                                        gsum += xv[c] * s
-                                        kx = kt * xv[c]
-                                        for o in range(O):
-                                            gw_part[tid, t, c, o] += kx * gv[o]
-                                    G[t] = gsum
-                                t += 1
-                    # dL/dK_t (before normalisation)
-                    if normalize:
-                        m = 0.0
-                        for t in range(T):
-                            m += Kn[t] * G[t]
-                        for t in range(T):
-                            G[t] = (G[t] - m) * inv
+            X = np.empty((PB, TC), gx.dtype)
+            Gv = np.empty((PB, O), gx.dtype)
+            Gt = np.empty(T, np.float64)
+            kbuf = np.empty(1, gx.dtype)
+            cacc = np.empty(F, np.float64)
+            for oh in range(band * L, min(Ho, (band + 1) * L)):
+                y0 = oh * st[1] - lo[1]
+                cy = y0 + (ks[1] // 2) * dl[1]
+                for od in range(Do):
+                    z0 = od * st[0] - lo[0]
                     cz = z0 + (ks[0] // 2) * dl[0]
-                    cy = y0 + (ks[1] // 2) * dl[1]
-                    cxx = x0 + (ks[2] // 2) * dl[2]
-                    t = 0
-                    for a in range(ks[0]):
-                        z = z0 + a * dl[0]
-                        for bb in range(ks[1]):
-                            y = y0 + bb * dl[1]
-                            for cc in range(ks[2]):
-                                xx = x0 + cc * dl[2]
-                                coef = G[t] * K[t]
-                                if coef != 0.0:
-                                    for f in range(F):
-                                        dlt = coef * (fc[f] - load_f64(g, (n, z, y, xx, f), gc))
-                                        gg[n, z, y, xx, f] += dlt
-                                        if cin:
-                                            gg[n, cz, cy, cxx, f] -= dlt
-                                t += 1
+                    for ow0 in range(0, Wo, PB):
+                        nb = min(PB, Wo - ow0)
+                        # gather windows, kernels and grad_out of the block
+                        for j in range(nb):
+                            x0 = (ow0 + j) * st[2] - lo[2]
+                            ksum, _ = _window_kernel(g, gc, n, z0, y0, x0, ks, dl, D, H, W, F, fc, K)
+                            iv = 1.0
+                            if normalize:
+                                iv = 1.0 / ksum if ksum > 0.0 else 0.0
+                            inv[j] = iv
+                            for o in range(O):
+                                gval = load_f64(go, (n, od, oh, ow0 + j, o), gu)
+                                Gv[j, o] = gval
+                                gb_part[tid, o] += gval
+                            t = 0
+                            for a in range(ks[0]):
+                                z = z0 + a * dl[0]
+                                for bb in range(ks[1]):
+                                    y = y0 + bb * dl[1]
+                                    for cc in range(ks[2]):
+                                        xx = x0 + cc * dl[2]
+                                        Kb[j, t] = K[t]
+                                        if K[t] != 0.0:
+                                            if xc == 0:
+                                                for c in range(C):
+                                                    X[j, t * C + c] = x[n, z, y, xx, c]
+                                            else:
+                                                for c in range(C):
+                                                    X[j, t * C + c] = load_f64(x, (n, z, y, xx, c), xc)
+                                        else:
+                                            for c in range(C):
+                                                X[j, t * C + c] = 0.0
+                                        t += 1
+                        V = np.dot(Gv[:nb], w2.T)  # (nb, T*C): sum_o W[t, c, o] g[o]
+                        for j in range(nb):
+                            x0 = (ow0 + j) * st[2] - lo[2]
+                            iv = inv[j]
+                            t = 0
+                            for a in range(ks[0]):
+                                z = z0 + a * dl[0]
+                                for bb in range(ks[1]):
+                                    y = y0 + bb * dl[1]
+                                    for cc in range(ks[2]):
+                                        xx = x0 + cc * dl[2]
+                                        kt = Kb[j, t]
+                                        gsum = 0.0
+                                        if kt != 0.0:
+                                            kbuf[0] = kt * iv
+                                            kn = kbuf[0]  # in the compute dtype
+                                            for c in range(C):
+                                                v = V[j, t * C + c]
+                                                gx[n, z, y, xx, c] += kn * v
+                                                gsum += X[j, t * C + c] * v
+                                                X[j, t * C + c] *= kn
+                                        Gt[t] = gsum
+                                        t += 1
+                            # dL/dK_t (before normalisation)
+                            if normalize:
+                                m = 0.0
+                                for t in range(T):
+                                    m += Kb[j, t] * iv * Gt[t]
+                                for t in range(T):
+                                    Gt[t] = (Gt[t] - m) * iv
+                            cx = x0 + (ks[2] // 2) * dl[2]
+                            cin = 0 <= cz < D and 0 <= cy < H and 0 <= cx < W
+                            for f in range(F):
+                                fc[f] = load_f64(g, (n, cz, cy, cx, f), gc) if cin else 0.0
+                                cacc[f] = 0.0
+                            t = 0
+                            for a in range(ks[0]):
+                                z = z0 + a * dl[0]
+                                for bb in range(ks[1]):
+                                    y = y0 + bb * dl[1]
+                                    for cc in range(ks[2]):
+                                        xx = x0 + cc * dl[2]
+                                        coef = Gt[t] * Kb[j, t]
+                                        if coef != 0.0:
+                                            for f in range(F):
+                                                dlt = coef * (fc[f] - load_f64(g, (n, z, y, xx, f), gc))
+                                                gg[n, z, y, xx, f] += dlt
+                                                cacc[f] += dlt
+                                        t += 1
+                            if cin:
+                                for f in range(F):
+                                    gg[n, cz, cy, cx, f] -= cacc[f]
+                        gw2 += np.dot(X[:nb].T, Gv[:nb])  # (T*C, O): sum_j K_t x[q, c] g[o]
 
 
 def _count_nonfinite(a, code):
-    """Number of NaN/inf entries of a 5-D kernel view (any strides)."""
+    """Number of NaN/inf entries of a 5-D kernel view (any strides).  Serial: one cheap pass,
+    no parallel-region start-up."""
     n0, n1, n2, n3, n4 = a.shape
     total = 0
-    for r in prange(n0 * n1):
+    for r in range(n0 * n1):
         i = r // n1
         j = r % n1
         bad = 0
@@ -228,12 +277,12 @@ def _arg_type(a, role):
     return types.Array(from_dtype(a.dtype), a.ndim, "A" if role == "r" else "C", readonly=role != "w")
 
 
-def _call(pyfunc, roles, *args):
+def _call(pyfunc, roles, *args, parallel=True):
     sig = tuple(_arg_type(a, r) for a, r in zip(args, roles))
     key = (pyfunc.__name__, sig)
     disp = _SPECIALISED.get(key)
     if disp is None:
-        disp = njit(sig, parallel=True, cache=True)(pyfunc)
+        disp = njit(sig, parallel=parallel, cache=True)(pyfunc)
         _SPECIALISED[key] = disp
     return disp(*args)
 
@@ -244,9 +293,10 @@ def pac_forward(x, xc, g, gc, w, b, has_bias, ks, st, lo, dl, normalize, out):
 
 
 def pac_backward(go, gu, x, xc, g, gc, w, ks, st, lo, dl, normalize, gx, gg, gw_part, gb_part):
-    return _call(_pac_backward, ("r", "", "r", "", "r", "", "c", "c", "c", "c", "c", "", "w", "w", "w", "w"),
-                 go, gu, x, xc, g, gc, w, ks, st, lo, dl, normalize, gx, gg, gw_part, gb_part)
+    return _call(_pac_backward, ("r", "", "r", "", "r", "", "c", "c", "c", "c", "c", "", "", "w", "w", "w", "w"),
+                 go, gu, x, xc, g, gc, w, ks, st, lo, dl, normalize, np.int64(gw_part.shape[0]), gx, gg, gw_part,
+                 gb_part)
 
 
 def count_nonfinite(a, code):
-    return _call(_count_nonfinite, ("r", ""), a, np.int64(code))
+    return _call(_count_nonfinite, ("r", ""), a, np.int64(code), parallel=False)
