@@ -116,7 +116,8 @@ def correlate_batch(images, filters, *, mode="same", channel_axis=None, reduce=N
         # validate the options on empty items through the in-memory call, then return empties
         from numvox.correlate import correlate_batch as corr
 
-        r = corr(np.zeros((0,) + A.shape[1:], A.dtype), np.zeros((0,) + B.shape[1:], B.dtype), reduce=reduce, **kw)
+        zeros = [np.broadcast_to(np.zeros((), X.dtype), X.shape) for X in (A, B)]  # no memory
+        r = corr(zeros[0], zeros[1], reduce=reduce, **kw)
         res = tuple(da.from_array(x) for x in r) if reduce == "argmax" else da.from_array(r)
         return _store_result(res, out, reduce)
     nd = len(O)

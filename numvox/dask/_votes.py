@@ -7,10 +7,12 @@ chunk.  Two plans:
   *global* coordinates (the in-memory arithmetic exactly: ``global index + offset`` in
   float64, range checks in float, contributions rounded to float32), sums duplicates, and
   splits them by destination chunk into sparse partials (at most one entry per destination
-  voxel, so never more than a chunk's worth per destination).  Each output chunk then sums
-  the partials of every input chunk in a tree of ``split_every``-way float64 additions, so
-  no task ever holds more than ``split_every`` partials plus one dense chunk.  The graph has
-  one small selection task per (input chunk, output chunk) pair.
+  voxel, so never more than a chunk's worth per destination; an input chunk's partials
+  together hold at most ``8 L`` entries per voxel of the chunk).  Each output chunk then
+  sums the partials of every input chunk in a tree of ``split_every``-way float64 additions,
+  so no task ever holds more than ``split_every`` input chunks' partials plus one dense
+  chunk.  The graph has ``n_out * n_in / split_every`` gathering tasks: fine for thousands of
+  chunks, while the halo plan below is linear.
 * **Halo plan** (``max_offset=R``: the caller promises ``|offset| <= R`` along every axis
   for every vote that lands in the volume): each output chunk is computed from its input
   chunk plus a halo of ``ceil(R) + 1`` voxels, like ``map_overlap``; a vote breaking the
@@ -145,8 +147,8 @@ def aggregate_votes(probs, offsets, *, threshold=0.5, splat="nearest", offset_la
 def _halo_block(pb, ob, origin, core_lo, core_hi, max_offset, kw):
     from ._kernels import scatter_dense
 
-    Pk, pcode = kernel_view(np.asarray(pb))
-    Ok, ocode = kernel_view(np.asarray(ob))
+    Pk, pcode = kernel_view(np.ascontiguousarray(pb))  # one compiled layout (chunk-sized copy at most)
+    Ok, ocode = kernel_view(np.ascontiguousarray(ob))
     dense, bad = scatter_dense(Pk, pcode, Ok, ocode, origin, core_lo, core_hi, kw["thr"], kw["L"],
                                kw["landmark_major"], kw["linear"], kw["shape"], max_offset)
     if bad:
@@ -182,8 +184,8 @@ def _scatter_block(pb, ob, origin, out_bnds, kw):
     """Sparse partials of one input block, by destination block: {loc: (flat, values)}."""
     from ._kernels import scatter_sparse
 
-    Pk, pcode = kernel_view(np.asarray(pb))
-    Ok, ocode = kernel_view(np.asarray(ob))
+    Pk, pcode = kernel_view(np.ascontiguousarray(pb))
+    Ok, ocode = kernel_view(np.ascontiguousarray(ob))
     keys, vals = scatter_sparse(Pk, pcode, Ok, ocode, origin, kw["thr"], kw["L"], kw["landmark_major"],
                                 kw["linear"], kw["shape"])
     if keys.size == 0:
@@ -220,30 +222,36 @@ def _scatter_block(pb, ob, origin, out_bnds, kw):
     return parts
 
 
-def _pick(parts, loc):
-    return parts.get(loc)
-
-
 def _combine(shape, *parts):
+    """Sum of dense partials (or None) into one float64 chunk (or None)."""
     acc = None
     for p in parts:
         if p is None:
             continue
         if acc is None:
-            acc = np.zeros(shape, np.float64)
-        if isinstance(p, np.ndarray):
-            acc += p
+            acc = p.copy()
         else:
-            flat, vals = p
-            acc.reshape(-1)[flat] += vals  # keys are unique within a partial
+            acc += p
+    return acc
+
+
+def _gather(loc, shape, *part_dicts):
+    """The dense float64 sum of the partials that ``part_dicts`` hold for block ``loc``."""
+    acc = None
+    for parts in part_dicts:
+        p = parts.get(loc)
+        if p is None:
+            continue
+        if acc is None:
+            acc = np.zeros(shape, np.float64)
+        flat, vals = p
+        acc.reshape(-1)[flat] += vals  # keys are unique within a partial
     return acc
 
 
 def _finish(shape, part):
     if part is None:
         return np.zeros(shape, np.float32)
-    if not isinstance(part, np.ndarray):
-        part = _combine(shape, part)
     return part.astype(np.float32)
 
 
@@ -262,7 +270,9 @@ def _scatter_plan(P, O, out_chunks, split_every, kw):
     out = np.empty((num[0], 1) + num[1:], dtype=object)
     for oloc in np.ndindex(*num):
         shape = (P.chunks[0][oloc[0]], L) + tuple(P.chunks[a][oloc[a]] for a in (1, 2, 3))
-        level = [delayed(_pick, pure=True)(parts[iloc], oloc) for iloc in np.ndindex(*num)]
+        inputs = [parts[iloc] for iloc in np.ndindex(*num)]
+        level = [delayed(_gather, pure=True)(oloc, shape, *inputs[i:i + split_every])
+                 for i in range(0, len(inputs), split_every)]
         while len(level) > 1:
             level = [delayed(_combine, pure=True)(shape, *level[i:i + split_every])
                      for i in range(0, len(level), split_every)]
