@@ -298,6 +298,55 @@ def basins_from_labels_cpu(labels, out=None):
     return out, int(count)
 
 
+def block_basins_cpu(labels, origin=(0, 0, 0), volume_shape=None):
+    """Chunk-local basins plus the edges that leave the chunk: the piece a chunked driver
+    merges (labels -> targets -> components).
+
+    Parameters
+    ----------
+    labels : ndarray of uint8, 3-D
+        ``border="inside"`` labels of the chunk's own voxels (e.g. from
+        :func:`labels_block_cpu`), computed on the whole volume's terms.
+    origin : 3 ints
+        Global index of ``labels[0, 0, 0]``.
+    volume_shape : 3 ints, optional
+        The whole volume's shape (default: ``labels.shape``, i.e. the chunk is the volume).
+
+    Returns
+    -------
+    local : ndarray of int32, ``labels.shape``
+        Components of the voxel -> target graph restricted to edges inside the chunk,
+        numbered ``1..m`` by first voxel in the chunk's C order.
+    src : ndarray of int32
+        For every voxel whose target lies outside the chunk: its local component id.
+    dst : ndarray of int64
+        That target's global flat (C-order) index in the volume.
+
+    Notes
+    -----
+    Global basins are the connected components of the graph whose nodes are the chunks'
+    local components, with an edge from ``(chunk, src)`` to the local component holding
+    global voxel ``dst``; renumbering the merged components by their first global voxel in
+    C order reproduces :func:`descent_basins`.
+    """
+    L = np.ascontiguousarray(labels)
+    shape = L.shape
+    volume_shape = tuple(volume_shape or shape)
+    k = L.astype(np.int64)
+    offs = neighbour_offsets()
+    coords = np.indices(shape, dtype=np.int64)
+    tgt_local = [coords[a] + offs[k, a] for a in range(3)]
+    outside = np.zeros(shape, bool)
+    for a in range(3):
+        outside |= (tgt_local[a] < 0) | (tgt_local[a] >= shape[a])
+    inner = L.copy()
+    inner[outside] = 13  # edges leaving the chunk are merged later
+    local, _ = basins_from_labels_cpu(inner)
+    src = local[outside]
+    dst = np.ravel_multi_index(tuple(tgt_local[a][outside] + origin[a] for a in range(3)), volume_shape)
+    return local, src.astype(np.int32), dst.astype(np.int64)
+
+
 def descent_basins(volume, *, backend=None):
     """Basins of steepest descent: the watershed that :func:`descent_labels` defines.
 
