@@ -15,8 +15,6 @@ MODES = ("full", "same", "valid")
 REDUCES = ("max", "argmax")
 METHODS = ("auto", "direct", "fft")
 MAX_ITEM_NDIM = 4
-# extra working memory of one block of the direct path's normalisation statistics / partials
-DIRECT_BLOCK_BYTES = 64 * 2**20
 
 
 def correlate_batch(images, filters, *, mode="same", channel_axis=None, reduce=None, normalize=False,
@@ -268,7 +266,11 @@ def _channels_first(a, geom):
     """``(B, C, *spatial)`` view of an input in its own dtype (FFT path)."""
     if geom["ca"] is None:
         return a[:, None]
-    return np.moveaxis(a, geom["ca"], 1) if isinstance(a, np.ndarray) else _xp(a).moveaxis(a, geom["ca"], 1)
+    if isinstance(a, np.ndarray):
+        return np.moveaxis(a, geom["ca"], 1)
+    import cupy  # pragma: no cover - needs a GPU
+
+    return cupy.moveaxis(cupy.asarray(a), geom["ca"], 1)  # pragma: no cover
 
 
 def _have_cupy():
@@ -277,12 +279,6 @@ def _have_cupy():
     except ImportError:
         return False
     return True
-
-
-def _xp(a):  # pragma: no cover - needs a GPU
-    import cupy
-
-    return cupy
 
 
 def _check_values(call, A, B, geom, out_dtype, normalize):

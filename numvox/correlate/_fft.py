@@ -19,7 +19,8 @@ from ._normalize import centred_filters, window_variance
 BLOCK_BYTES = 96 * 2**20
 
 
-def fft_sizes(S, s, lo, O, xp_is_numpy=True):
+def fft_sizes(S, s, lo, O):
+    """Transform length per axis: ``F >= max(S - lo, O + lo + s - 1, s)``, a fast size."""
     import scipy.fft
 
     sizes = []
