@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from ._harness import Baseline, Case, MiB, _PeakSampler
+from ._harness import Baseline, Case, MiB, _rss_bytes
 from .baselines_votes import (
     make_tf_filter_scatter,
     numpy_bincount,
@@ -55,12 +55,37 @@ _times = {}
 _peaks = {}
 
 
+class _Rss:
+    """RSS rise sampler without the harness's gc.collect (which would land inside the
+    harness's own timing of the call)."""
+
+    def __enter__(self):
+        import threading
+
+        self.base = _rss_bytes()
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _rss_bytes() - self.base)
+            time.sleep(0.001)
+
+    def __exit__(self, *exc):
+        self.peak = max(self.peak, _rss_bytes() - self.base)
+        self._stop.set()
+        self._thread.join()
+
+
 def _timed(key, fn, peak=False):
     """``fn`` wrapped to record its durations (and peak RSS rise) for the ratios in NOTES."""
 
     def run():
         if peak:
-            with _PeakSampler() as s:
+            with _Rss() as s:
                 t0 = time.perf_counter()
                 r = fn()
                 _times.setdefault(key, []).append(time.perf_counter() - t0)
