@@ -81,7 +81,9 @@ def correlate_batch(images, filters, *, mode="same", channel_axis=None, reduce=N
 
     Notes
     -----
-    Empty batches (``N == 0`` or ``K == 0``) return empty results.  Cost: the direct path does
+    Empty batches (``N == 0`` or ``K == 0``) return empty results.  Integer inputs are
+    converted to float64 (a copy).  On CUDA, ``method="fft"`` and ``normalize=True`` need CuPy
+    (``"auto"`` falls back to the shared-memory direct kernel without it).  Cost: the direct path does
     ``N K C prod(O) prod(s)`` multiply-adds; the FFT path ``N + K`` forward and ``N K``
     inverse transforms of ``prod(F)`` points (``F`` a little over ``S + s // 2`` for "same").
 
