@@ -254,9 +254,10 @@ def pac_conv_backward(grad_out, x, guide, weight, *, stride=1, padding="same", d
     Notes
     -----
     Fused like the forward pass: each window's kernel is recomputed (``F*T`` work) and used
-    for the ``C*O`` channel pairs; the scatter into ``grad_x``/``grad_guide`` runs output rows
-    in phases so that no two threads write the same input row; ``grad_weight`` and
-    ``grad_bias`` are summed from per-thread partials (``threads * T*C*O`` values).
+    for the ``C*O`` channel pairs (blocks of 32 windows, two small GEMMs per block); the
+    scatter into ``grad_x``/``grad_guide`` runs bands of output rows in two phases so that no
+    two threads write the same input row; ``grad_weight`` and ``grad_bias`` are summed from
+    per-thread partials (``threads * T*C*O`` values).  The CUDA kernels use atomics there.
 
     Examples
     --------

@@ -9,7 +9,10 @@ leading spatial axis of size 1):
 - ``ks``, ``st``, ``lo``, ``dl``: int64 arrays of 3 (kernel size, stride, low padding, dilation)
 
 Each output window's adaptive kernel (``F*T`` work) is computed once and reused for all
-``C*O`` channel pairs.  Scratch memory is a few window-sized vectors per outer iteration.
+``C*O`` channel pairs: blocks of ``PB = 32`` windows of an output row are gathered
+K-weighted into a ``PB x T*C`` scratch matrix per thread, and the filter is applied with
+one small GEMM (``np.dot``).  No im2col buffer of the whole input is ever built: extra
+memory is ``O(threads * PB * T * C)`` plus per-thread ``T*C*O`` weight-gradient partials.
 """
 
 import math
@@ -116,8 +119,9 @@ def _pac_backward(go, gu, x, xc, g, gc, w, ks, st, lo, dl, normalize, nthreads, 
     Blocks of up to ``PB`` output positions of a row are processed together: their input
     windows are gathered (``PB x T*C`` values per thread) so that ``W^T g`` and the weight
     gradient are small GEMMs.  The scatter into ``gx``/``gg`` is race-free: output rows
-    (axis H) are processed in ``P`` phases; rows of one phase are ``P*stride`` apart, more
-    than a window's extent."""
+    (axis H) are split into bands of ``L >= P`` rows with ``P*stride`` more than a window's
+    extent; even bands run in parallel, then odd bands, so concurrent bands never touch the
+    same input rows."""
     N, D, H, W, C = x.shape
     F = g.shape[4]
     T, _, O = w.shape
