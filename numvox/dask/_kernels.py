@@ -13,7 +13,7 @@ from numvox._shared.halfprec import load_f64
 
 
 # -- basins --------------------------------------------------------------------------------
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def _find(parent, i):
     while parent[i] != i:
         parent[i] = parent[parent[i]]  # path halving
@@ -22,79 +22,53 @@ def _find(parent, i):
 
 
 @njit(cache=True)
-def local_basins(lab, o0, o1, o2, n1, n2):
-    """Chunk-local descent basins of a block of labels.
+def cut_leaving_edges(lab, o0, o1, o2, n1, n2):
+    """Cut the edges that leave a block of labels (``border="inside"`` labels of a block whose
+    first voxel is global ``(o0, o1, o2)`` in a volume with axes 1, 2 of length ``n1, n2``).
 
-    ``lab`` (c0, c1, c2) uint8: descent labels (``border="inside"``) of the block whose first
-    voxel is global ``(o0, o1, o2)`` in a volume with axes 1, 2 of length ``n1``, ``n2``.
-
-    Returns ``(ids, keys, esrc, etgt)``:
-
-    * ``ids`` int32 (c0, c1, c2): local component of every voxel, numbered ``0..m-1`` in the
-      order of each component's first voxel in C order;
-    * ``keys`` int64 (m,): global flat index of each component's first voxel;
-    * ``esrc`` int32, ``etgt`` int64 (e,): the edges that leave the block (a voxel whose
-      descent target lies in another block): source component and target global flat index.
+    Every voxel whose descent target lies outside the block gets label 13 (itself) in ``lab``,
+    so that the whole-volume basin code computes the block's *chunk-local* basins.  Only the
+    block's boundary layers are visited.  Returns ``(flat, target)`` int64: the block-local
+    flat index of each such voxel and its target's global flat index.
     """
     c0, c1, c2 = lab.shape
-    n = c0 * c1 * c2
-    parent = np.arange(n)
-    nout = 0
-    for f in range(n):
-        i = f // (c1 * c2)
-        r = f - i * (c1 * c2)
-        j = r // c2
-        k = r - j * c2
-        code = np.int64(lab[i, j, k])
-        ti = i + code // 9 - 1
-        tj = j + (code // 3) % 3 - 1
-        tk = k + code % 3 - 1
-        if ti < 0 or ti >= c0 or tj < 0 or tj >= c1 or tk < 0 or tk >= c2:
-            nout += 1
-            continue
-        a = _find(parent, f)
-        b = _find(parent, (ti * c1 + tj) * c2 + tk)
-        if a < b:
-            parent[b] = a
-        elif b < a:
-            parent[a] = b
-    ids = np.empty((c0, c1, c2), np.int32)
-    flat = ids.reshape(n)
-    m = 0
-    for f in range(n):  # roots are their component's smallest index: numbered in C order
-        if parent[f] == f:
-            m += 1
-    keys = np.empty(m, np.int64)
-    m = 0
-    for f in range(n):
-        root = _find(parent, f)
-        if root == f:
-            i = f // (c1 * c2)
-            r = f - i * (c1 * c2)
-            j = r // c2
-            k = r - j * c2
-            keys[m] = ((o0 + i) * n1 + (o1 + j)) * n2 + (o2 + k)
-            flat[f] = m
-            m += 1
-        else:
-            flat[f] = flat[root]  # root < f: already numbered
-    esrc = np.empty(nout, np.int32)
-    etgt = np.empty(nout, np.int64)
+    nmax = 2 * (c0 * c1 + c1 * c2 + c0 * c2)
+    flat = np.empty(nmax, np.int64)
+    tgt = np.empty(nmax, np.int64)
     e = 0
-    for f in range(n):
-        i = f // (c1 * c2)
-        r = f - i * (c1 * c2)
-        j = r // c2
-        k = r - j * c2
-        code = np.int64(lab[i, j, k])
-        ti = i + code // 9 - 1
-        tj = j + (code // 3) % 3 - 1
-        tk = k + code % 3 - 1
-        if ti < 0 or ti >= c0 or tj < 0 or tj >= c1 or tk < 0 or tk >= c2:
-            esrc[e] = flat[f]
-            etgt[e] = ((o0 + ti) * n1 + (o1 + tj)) * n2 + (o2 + tk)
-            e += 1
-    return ids, keys, esrc, etgt
+    for i in range(c0):
+        for j in range(c1):
+            inner = 0 < i < c0 - 1 and 0 < j < c1 - 1
+            step = max(c2 - 1, 1) if inner else 1
+            for k in range(0, c2, step):
+                code = np.int64(lab[i, j, k])
+                ti = i + code // 9 - 1
+                tj = j + (code // 3) % 3 - 1
+                tk = k + code % 3 - 1
+                if ti < 0 or ti >= c0 or tj < 0 or tj >= c1 or tk < 0 or tk >= c2:
+                    flat[e] = (i * c1 + j) * c2 + k
+                    tgt[e] = ((o0 + ti) * n1 + (o1 + tj)) * n2 + (o2 + tk)
+                    lab[i, j, k] = 13
+                    e += 1
+    return flat[:e].copy(), tgt[:e].copy()
+
+
+@njit(cache=True)
+def first_keys(ids, m, o0, o1, o2, n1, n2):
+    """Global flat index of the first voxel of each of the ``m`` components of ``ids``
+    (int32, numbered ``1..m`` in the C order of their first voxels)."""
+    c0, c1, c2 = ids.shape
+    keys = np.empty(m, np.int64)
+    nxt = 1
+    for i in range(c0):
+        for j in range(c1):
+            for k in range(c2):
+                if ids[i, j, k] == nxt:
+                    keys[nxt - 1] = ((o0 + i) * n1 + (o1 + j)) * n2 + (o2 + k)
+                    nxt += 1
+                    if nxt > m:
+                        return keys
+    return keys
 
 
 @njit(cache=True)
@@ -137,11 +111,11 @@ def merge_components(keys, a, b):
 
 @njit(cache=True)
 def apply_lut(ids, lut, out):
-    """``out = lut[ids]`` for an int32 id block."""
+    """``out = lut[ids - 1]`` for a block of int32 ids numbered from 1."""
     fi = ids.reshape(ids.size)
     fo = out.reshape(out.size)
     for i in range(fi.shape[0]):
-        fo[i] = lut[fi[i]]
+        fo[i] = lut[fi[i] - 1]
 
 
 # -- votes ---------------------------------------------------------------------------------

@@ -14,8 +14,9 @@ Basins
 ------
 Three graph stages, none of which holds more than a few chunks' worth of data:
 
-1. per chunk: labels (as above), chunk-local union-find of the voxel -> target edges that
-   stay in the chunk, and a small summary: the global flat index of each local component's
+1. per chunk: labels (as above), chunk-local basins (the edges that leave the chunk are cut,
+   i.e. those voxels are made to point at themselves, and ``numvox.labels._api.
+   basins_from_labels_cpu`` runs on the chunk), and a small summary: the global flat index of each local component's
    first voxel (its *key*), the edges that leave the chunk (source component, target voxel),
    and the component ids on the chunk's six boundary layers;
 2. per chunk: its leaving edges resolved against the boundary layers of the (up to 26)
@@ -138,20 +139,36 @@ def descent_labels(volume, *, border="inside", out=None, backend=None):
 
 # -- basins --------------------------------------------------------------------------------
 def _local(block, loc, num, origin, shape, backend):
-    """Stage 1/4 core: labels, then chunk-local basins (ids, keys, leaving edges)."""
-    from ._kernels import local_basins
+    """Stage 1/4 core: labels, then chunk-local basins.
+
+    Returns ``(ids, m, flat, target)``: int32 ids numbered ``1..m`` in C order of their first
+    voxels (the whole-volume basin code run on the block with its leaving edges cut), and the
+    leaving edges (block-local flat index of the source voxel, global flat index of its target).
+    """
+    from numvox.labels._api import basins_from_labels_cpu
+
+    from ._kernels import cut_leaving_edges
 
     lab = block_labels(block, _faces(loc, num), border="inside", backend=backend)
     if not isinstance(lab, np.ndarray):  # CuPy chunk: the merge bookkeeping runs on the host
         lab = lab.get()
-    return local_basins(lab, *(np.int64(o) for o in origin), np.int64(shape[1]), np.int64(shape[2]))
+    lab = np.ascontiguousarray(lab)
+    o = [np.int64(v) for v in origin]
+    flat, target = cut_leaving_edges(lab, o[0], o[1], o[2], np.int64(shape[1]), np.int64(shape[2]))
+    ids, m = basins_from_labels_cpu(lab)
+    return ids, int(m), flat, target
 
 
 def _summary(block, loc, num, origin, shape, backend):
-    ids, keys, esrc, etgt = _local(block, loc, num, origin, shape, backend)
+    from ._kernels import first_keys
+
+    ids, m, flat, target = _local(block, loc, num, origin, shape, backend)
+    o = [np.int64(v) for v in origin]
+    keys = first_keys(ids, np.int64(m), o[0], o[1], o[2], np.int64(shape[1]), np.int64(shape[2]))
+    esrc = ids.reshape(-1)[flat].astype(np.int64) - 1  # 0-based local component ids
     faces = (ids[0].copy(), ids[-1].copy(), ids[:, 0].copy(), ids[:, -1].copy(),
-             ids[:, :, 0].copy(), ids[:, :, -1].copy())
-    return keys, (esrc, etgt), faces
+             ids[:, :, 0].copy(), ids[:, :, -1].copy())  # 1-based
+    return keys, (esrc, target), faces
 
 
 def _resolve(edges, loc, bnds, shape, neighbour_faces):
@@ -180,9 +197,9 @@ def _resolve(edges, loc, bnds, shape, neighbour_faces):
             layer = faces[2 * a + side]
             other = [loc_t[b] for b in range(3) if b != a]
             todo = got < 0
-            got[todo] = layer[other[0][todo], other[1][todo]]
+            got[todo] = layer[other[0][todo], other[1][todo]].astype(np.int64) - 1
         comp[sel] = got
-    rows = np.stack([esrc.astype(np.int64), lin, comp], axis=1)
+    rows = np.stack([esrc, lin, comp], axis=1)
     return np.unique(rows, axis=0)
 
 
