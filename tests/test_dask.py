@@ -410,3 +410,17 @@ def test_cli_user_errors(tmp_path):
         run_labels(p.parse_args([str(tmp_path / "v.npy"), "-o", "x.zarr", "--dask", "--chunks", "a,b"]))
     with pytest.raises(UserError, match="outputs"):
         run_labels(p.parse_args([str(tmp_path / "v.npy"), "-o", str(tmp_path / "x.txt"), "--dask"]))
+
+
+# -- CUDA kernels inside the chunks (simulator: NUMBA_ENABLE_CUDASIM=1 pytest -m cuda) -------
+@pytest.mark.cuda
+def test_labels_and_basins_with_cuda_chunks(cuda_backend):
+    """backend='cuda' runs the whole-volume CUDA kernels on each haloed chunk (the path CuPy
+    chunks take on a GPU cluster); synchronous scheduler, tiny volume for the simulator."""
+    v = np.random.default_rng(13).integers(0, 3, (5, 4, 3)).astype(np.float32)
+    x = da.from_array(v, chunks=(2, 4, 2))
+    for border in ("inside", "zero"):
+        got = nd.descent_labels(x, border=border, backend="cuda").compute(scheduler="sync")
+        np.testing.assert_array_equal(np.asarray(got), numvox.descent_labels(v, border=border))
+    got = nd.descent_basins(x, backend="cuda").compute(scheduler="sync")
+    np.testing.assert_array_equal(got, numvox.descent_basins(v))

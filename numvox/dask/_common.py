@@ -20,6 +20,11 @@ def as_dask(x, name, *, required=True):
     """``x`` itself when it is a Dask array; NumPy-like inputs become a one-chunk Dask array
     (only when ``required`` is False, for secondary inputs such as ``filters``)."""
     if is_dask(x):
+        if any(np.isnan(c) for cs in x.chunks for c in cs):
+            raise ValueError(
+                f"{name} has unknown chunk sizes (shape {x.shape}); call "
+                f"{name}.compute_chunk_sizes() first"
+            )
         return x
     if required:
         raise TypeError(
@@ -94,3 +99,12 @@ def numpy_meta(x, dtype, ndim):
     if meta is None or isinstance(meta, np.ndarray):
         return np.empty((0,) * ndim, dtype)
     return meta.reshape(-1)[:0].astype(dtype).reshape((0,) * ndim)  # CuPy chunks
+
+
+def to_host(block):
+    """A NumPy array of a chunk (CuPy chunks are copied to the host)."""
+    if isinstance(block, np.ndarray):
+        return block
+    if hasattr(block, "get"):  # CuPy
+        return block.get()
+    return np.asarray(block)

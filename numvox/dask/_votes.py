@@ -31,7 +31,7 @@ import numpy as np
 from numvox._shared.halfprec import kernel_view
 from numvox._shared.validate import check_choice, check_number, check_real_dtype
 
-from ._common import as_dask, assemble, bounds, dask_array, drop_empty_chunks, store_out
+from ._common import as_dask, assemble, bounds, dask_array, drop_empty_chunks, store_out, to_host
 
 SPLATS = ("nearest", "linear")
 LAYOUTS = ("axis-major", "landmark-major")
@@ -95,7 +95,8 @@ def aggregate_votes(probs, offsets, *, threshold=0.5, splat="nearest", offset_la
     out : array, optional
         A NumPy or Zarr float32 array of the result's shape to compute into (returned).
     backend : {None, "cpu"}
-        The chunk kernels run on the CPU (the votes' bookkeeping is host code).
+        The chunk kernels run on the CPU (the votes' bookkeeping is host code; CuPy chunks
+        are copied to the host chunk by chunk).
     max_offset : float, optional
         Promise that every vote landing in the volume has ``|offset| <= max_offset`` along each
         axis: enables the halo plan (ValueError at compute time when broken).
@@ -147,8 +148,8 @@ def aggregate_votes(probs, offsets, *, threshold=0.5, splat="nearest", offset_la
 def _halo_block(pb, ob, origin, core_lo, core_hi, max_offset, kw):
     from ._kernels import scatter_dense
 
-    Pk, pcode = kernel_view(np.ascontiguousarray(pb))  # one compiled layout (chunk-sized copy at most)
-    Ok, ocode = kernel_view(np.ascontiguousarray(ob))
+    Pk, pcode = kernel_view(np.ascontiguousarray(to_host(pb)))  # one compiled layout (chunk-sized copy at most)
+    Ok, ocode = kernel_view(np.ascontiguousarray(to_host(ob)))
     dense, bad = scatter_dense(Pk, pcode, Ok, ocode, origin, core_lo, core_hi, kw["thr"], kw["L"],
                                kw["landmark_major"], kw["linear"], kw["shape"], max_offset)
     if bad:
@@ -184,8 +185,8 @@ def _scatter_block(pb, ob, origin, out_bnds, kw):
     """Sparse partials of one input block, by destination block: {loc: (flat, values)}."""
     from ._kernels import scatter_sparse
 
-    Pk, pcode = kernel_view(np.ascontiguousarray(pb))
-    Ok, ocode = kernel_view(np.ascontiguousarray(ob))
+    Pk, pcode = kernel_view(np.ascontiguousarray(to_host(pb)))
+    Ok, ocode = kernel_view(np.ascontiguousarray(to_host(ob)))
     keys, vals = scatter_sparse(Pk, pcode, Ok, ocode, origin, kw["thr"], kw["L"], kw["landmark_major"],
                                 kw["linear"], kw["shape"])
     if keys.size == 0:
