@@ -143,6 +143,7 @@ def parse_args(argv):
     p.add_argument("--no-jit", dest="jit", action="store_false")
     p.add_argument("--out", default=None, help="output directory (default: numvox/data in the package)")
     p.add_argument("--eval-every", type=int, default=500)
+    p.add_argument("--eval-seeds", type=int, default=10, help="phantoms per evaluation (seeds 100, 101, ...)")
     p.add_argument("--time-steps", type=int, default=0,
                    help="only time N train steps for each mixed/jit combination and exit")
     p.add_argument("--threads", type=int, default=0, help="TF intra-op threads (0: TF's default)")
@@ -226,7 +227,7 @@ def main(argv=None):
     stop = threading.Event()
     producer = threading.Thread(target=_producer, args=(q, 0, args.batch, shape, args.radius, stop), daemon=True)
     producer.start()
-    eval_seeds = range(100, 110)  # never trained on (below TRAIN_SEED_BASE), not the tests' 0..4
+    eval_seeds = range(100, 100 + max(1, args.eval_seeds))  # never trained on (below TRAIN_SEED_BASE), not the tests' 0..4
     t_start = time.perf_counter()
     history = []
     ce_acc, off_acc = [], []
