@@ -284,9 +284,11 @@ def basins_from_labels_cpu(labels, out=None):
         )
     if out is None:
         out = np.empty(labels.shape, np.int32)
+    elif out.shape != labels.shape or out.dtype != np.int32 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous int32 array of shape {labels.shape}")
     if n == 0:
         return out, 0
-    L = labels.reshape(n)
+    L = np.ascontiguousarray(labels).reshape(n)
     P = out.reshape(n)
     plane = n1 * n2
     nslab = max(1, min(n0, 2 * numba.get_num_threads()))

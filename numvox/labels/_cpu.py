@@ -318,7 +318,7 @@ def unite_within_slabs(L, P, off, bounds):
             P[v] = v
         for v in range(lo, hi):
             k = L[v]
-            if k != 13:
+            if k != 13 and k < 27:  # codes >= 27 cannot come from descent_labels: ignored
                 t = v + off[k]
                 if t >= lo and t < hi:
                     _union(P, v, t)
@@ -337,9 +337,9 @@ def unite_across_slabs(L, P, off, bounds, plane):
             b = min(hi, lo + plane) if part == 0 else hi
             for v in range(a, b):
                 k = L[v]
-                if k != 13:
+                if k != 13 and k < 27:
                     t = v + off[k]
-                    if t < lo or t >= hi:
+                    if (t < lo or t >= hi) and t >= 0 and t < P.shape[0]:
                         _union(P, v, t)
 
 
