@@ -44,8 +44,9 @@ def _window_kernel(g, gc, n, z0, y0, x0, ks, dl, D, H, W, F, fc, K):
                 xx = x0 + c * dl[2]
                 if 0 <= z < D and 0 <= y < H and 0 <= xx < W:
                     dist = 0.0
+                    grow = g[n, z, y, xx]  # 1-D view: one stride per element below
                     for f in range(F):
-                        d = fc[f] - load_f64(g, (n, z, y, xx, f), gc)
+                        d = fc[f] - load_f64(grow, f, gc)
                         dist += d * d
                     k = math.exp(-0.5 * dist)
                 else:
@@ -95,12 +96,13 @@ def _pac_forward(x, xc, g, gc, w, b, has_bias, ks, st, lo, dl, normalize, out):
                             kbuf[0] = K[t] * inv
                             kt = kbuf[0]  # in the compute dtype
                             if kt != 0.0:
+                                xrow = x[n, z, y, xx]
                                 if xc == 0:
                                     for c in range(C):
-                                        Z[j, t * C + c] = kt * x[n, z, y, xx, c]
+                                        Z[j, t * C + c] = kt * xrow[c]
                                 else:
                                     for c in range(C):
-                                        Z[j, t * C + c] = kt * load_f64(x, (n, z, y, xx, c), xc)
+                                        Z[j, t * C + c] = kt * load_f64(xrow, c, xc)
                             else:
                                 for c in range(C):
                                     Z[j, t * C + c] = 0.0
@@ -178,12 +180,13 @@ def _pac_backward(go, gu, x, xc, g, gc, w, ks, st, lo, dl, normalize, nthreads, 
                                         xx = x0 + cc * dl[2]
                                         Kb[j, t] = K[t]
                                         if K[t] != 0.0:
+                                            xrow = x[n, z, y, xx]
                                             if xc == 0:
                                                 for c in range(C):
-                                                    X[j, t * C + c] = x[n, z, y, xx, c]
+                                                    X[j, t * C + c] = xrow[c]
                                             else:
                                                 for c in range(C):
-                                                    X[j, t * C + c] = load_f64(x, (n, z, y, xx, c), xc)
+                                                    X[j, t * C + c] = load_f64(xrow, c, xc)
                                         else:
                                             for c in range(C):
                                                 X[j, t * C + c] = 0.0
@@ -204,9 +207,10 @@ def _pac_backward(go, gu, x, xc, g, gc, w, ks, st, lo, dl, normalize, nthreads, 
                                         if kt != 0.0:
                                             kbuf[0] = kt * iv
                                             kn = kbuf[0]  # in the compute dtype
+                                            gxrow = gx[n, z, y, xx]
                                             for c in range(C):
                                                 v = V[j, t * C + c]
-                                                gx[n, z, y, xx, c] += kn * v
+                                                gxrow[c] += kn * v
                                                 gsum += X[j, t * C + c] * v
                                                 X[j, t * C + c] *= kn
                                         Gt[t] = gsum
@@ -232,9 +236,11 @@ def _pac_backward(go, gu, x, xc, g, gc, w, ks, st, lo, dl, normalize, nthreads, 
                                         xx = x0 + cc * dl[2]
                                         coef = Gt[t] * Kb[j, t]
                                         if coef != 0.0:
+                                            grow = g[n, z, y, xx]
+                                            ggrow = gg[n, z, y, xx]
                                             for f in range(F):
-                                                dlt = coef * (fc[f] - load_f64(g, (n, z, y, xx, f), gc))
-                                                gg[n, z, y, xx, f] += dlt
+                                                dlt = coef * (fc[f] - load_f64(grow, f, gc))
+                                                ggrow[f] += dlt
                                                 cacc[f] += dlt
                                         t += 1
                             if cin:
