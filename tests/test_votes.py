@@ -275,6 +275,13 @@ def test_peaks_match_reference(backend, shape, lead, radius, dtype, zeros, nans,
     np.testing.assert_allclose(coords, want_c, rtol=1e-9, atol=1e-9)
 
 
+def test_huge_radius_is_the_whole_volume(backend):
+    heat = np.random.default_rng(6).random((2, 4, 5, 6)).astype(np.float32)
+    coords, values = numvox.heatmap_peaks(heat, radius=10**30, backend=backend)
+    want_c, want_v = ref_peaks(heat, 10)
+    np.testing.assert_allclose(np.asarray(coords), want_c, rtol=1e-9)
+
+
 def test_all_zero_heatmap_gives_nan(backend):
     coords, values = numvox.heatmap_peaks(np.zeros((2, 3, 4, 5), np.float32), backend=backend)
     assert np.all(np.isnan(np.asarray(coords))) and np.all(np.asarray(values) == 0)

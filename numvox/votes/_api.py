@@ -246,10 +246,11 @@ def heatmap_peaks(heatmaps, *, radius=1, backend=None):
     H = call["heatmaps"]
     check_real_dtype(H, "heatmaps")
     check_ndim(H, "heatmaps", (4, 5), "(L, X, Y, Z) or (B, L, X, Y, Z)")
-    radius = check_number(radius, "radius", integer=True, minimum=0)
+    radius = check_number(radius, "radius", integer=True, minimum=0, finite=False)  # ints are finite; np.isfinite fails on huge ones
     lead = tuple(int(s) for s in H.shape[:-3])
     N = int(np.prod(lead))
     X, Y, Z = (int(s) for s in H.shape[-3:])
+    radius = min(radius, max(X, Y, Z))  # a wider window is the whole volume anyway
     coords = call.empty((N, 3), np.float64)
     values = call.empty((N,), np.float64)
     if N == 0:
