@@ -11,7 +11,7 @@ NOTES = """
 * **Noise.** These rows were measured on a shared 2-core machine with a load average of
   ~10-11 (other jobs running), which inflates wall times 4-8x and makes the floor ratio
   meaningless; re-run on a quiet machine.  Quiet-ish single-thread CPU times
-  (`time.process_time`, `NUMBA_NUM_THREADS=1`, 256^3 float32): descent_labels 27.6 ms,
+  (`time.process_time`, `NUMBA_NUM_THREADS=1`, 256^3 float32): descent_labels 25-27.6 ms (tiles 16x32x256),
   `volume.sum()` 2.7 ms (both single-threaded: 10x); with both cores the labels should take
   ~14-15 ms, about 5-5.5x the floor (the issue asks for <= 5x: borderline).  Basins 256^3
   single-thread: labels 29 ms + slab union-find 198 ms + compression/numbering 105 ms.

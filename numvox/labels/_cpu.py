@@ -38,7 +38,7 @@ from numba import njit, prange
 from numvox._shared.halfprec import NATIVE, load_f64
 
 TI = 16  # output planes per tile (a ring of 3 scratch planes slides through them)
-TJ = 8  # output rows per tile
+TJ = 32  # output rows per tile
 TK = 256  # output columns per tile
 
 
