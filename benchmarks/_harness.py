@@ -12,8 +12,8 @@ A benchmark module ``benchmarks/bench_<name>.py`` defines::
 
 Each case's numvox callable is run once cold (its first call: Numba compilation or cache
 load is included and reported separately), then ``repeat`` more times; the table reports
-the median.  Each baseline runs ``repeat`` times (median).  Peak extra memory is the
-largest rise of the process's resident set size over its level before the call, sampled
+the median.  Each baseline runs ``repeat`` times (median).  Peak extra memory (of the
+steady-state calls) is the largest rise of the process's resident set size over its level before the call, sampled
 every millisecond from ``/proc/self/statm`` (so it sees NumPy, Numba and TensorFlow
 allocations alike), and the peak Python-tracked allocation where ``/proc`` is missing.
 """
@@ -88,7 +88,11 @@ class _PeakSampler:
 
 
 def measure(fn, repeat, *, cold=True):
-    """Time ``fn``: its first call (when ``cold``), then ``repeat`` calls; peak extra RSS."""
+    """Time ``fn``: its first call (when ``cold``), then ``repeat`` calls; peak extra RSS.
+
+    The peak is taken over the steady-state calls only (a cold call's allocations include
+    loading or compiling the kernels), unless there are none.
+    """
     have_proc = os.path.exists("/proc/self/statm")
     times, peak = [], 0.0
     first = None
@@ -98,7 +102,8 @@ def measure(fn, repeat, *, cold=True):
                 t0 = time.perf_counter()
                 fn()
                 dt = time.perf_counter() - t0
-            peak = max(peak, sampler.peak / MiB)
+            if not (cold and i == 0) or repeat == 0:
+                peak = max(peak, sampler.peak / MiB)
         else:  # pragma: no cover
             import tracemalloc
 
@@ -106,7 +111,8 @@ def measure(fn, repeat, *, cold=True):
             t0 = time.perf_counter()
             fn()
             dt = time.perf_counter() - t0
-            peak = max(peak, tracemalloc.get_traced_memory()[1] / MiB)
+            if not (cold and i == 0) or repeat == 0:
+                peak = max(peak, tracemalloc.get_traced_memory()[1] / MiB)
             tracemalloc.stop()
         if cold and i == 0:
             first = dt
