@@ -77,6 +77,9 @@ GPU here).
 """
 
 
+_BASE_NOTES = NOTES
+
+
 def _data(cfg, seed=0):
     rng = np.random.default_rng(seed)
     shape = (cfg["N"], *cfg["S"])
@@ -88,7 +91,22 @@ def _data(cfg, seed=0):
     return x, f, w, b, go
 
 
+def _cpu_seconds(fn, repeat=5):
+    """Smallest process CPU time (all threads) of ``repeat`` calls: less sensitive than wall
+    time to other jobs on a shared machine (threads waiting for a core cost no CPU time)."""
+    import time
+
+    fn()
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.process_time()
+        fn()
+        best = min(best, time.process_time() - t0)
+    return best
+
+
 def cases(quick, backend):
+    global NOTES
     import tensorflow as tf
 
     import numvox
@@ -98,6 +116,7 @@ def cases(quick, backend):
     configs = [("2-D", _2D), ("3-D", _3D)]
     if quick:
         configs = [("2-D", dict(_2D, N=1, S=(48, 48))), ("3-D", dict(_3D, S=(20, 20, 20)))]
+    cpu_lines = []
     for label, cfg in configs:
         x, f, w, b, go = _data(cfg)
         tx, tf_g, tw, tb, tgo = (tf.constant(a) for a in (x, f, w, b, go))
@@ -141,4 +160,24 @@ def cases(quick, backend):
                 Baseline("TF autodiff of the im2col PAC (GradientTape, tf.function)",
                          lambda: [t.numpy() for t in tf_fb(tx, tf_g, tw, tb, tgo)], repeat=5),
             ],
+        )
+
+        if backend == "cpu":
+            nv_f = _cpu_seconds(lambda: numvox.pac_conv(x, f, w, b, backend=backend))
+            tf_f = _cpu_seconds(lambda: tf_fwd(tx, tf_g, tw, tb).numpy())
+            nv_b = _cpu_seconds(nv_fb)
+            tf_b = _cpu_seconds(lambda: [t.numpy() for t in tf_fb(tx, tf_g, tw, tb, tgo)])
+            cv = _cpu_seconds(lambda: tf_conv(tx, tw).numpy())
+            cpu_lines.append(
+                f"| {label} ({desc}) | {nv_f * 1e3:.1f} ms | {tf_f * 1e3:.1f} ms | {tf_f / nv_f:.2f}× | "
+                f"{nv_b * 1e3:.1f} ms | {tf_b * 1e3:.1f} ms | {tf_b / nv_b:.2f}× | {nv_f / cv:.1f} |"
+            )
+    if cpu_lines:
+        NOTES = _BASE_NOTES.rstrip() + (
+            "\n\nProcess CPU time (all threads; smallest of 5 calls, measured after the table in the "
+            "same process).  On a loaded machine wall times above swing by 2-3× from run to run; "
+            "CPU time does not count the waits for a core:\n\n"
+            "| case | numvox fwd | TF im2col fwd | fwd speed-up | numvox fwd+bwd | TF autodiff fwd+bwd | "
+            "fwd+bwd speed-up | PAC/conv |\n|---|---:|---:|---:|---:|---:|---:|---:|\n"
+            + "\n".join(cpu_lines) + "\n"
         )
