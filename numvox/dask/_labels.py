@@ -165,7 +165,7 @@ def _summary(block, loc, num, origin, shape, backend):
     ids, m, flat, target = _local(block, loc, num, origin, shape, backend)
     o = [np.int64(v) for v in origin]
     keys = first_keys(ids, np.int64(m), o[0], o[1], o[2], np.int64(shape[1]), np.int64(shape[2]))
-    esrc = ids.reshape(-1)[flat].astype(np.int64) - 1  # 0-based local component ids
+    esrc = ids.reshape(-1)[flat] - 1  # 0-based local component ids (int32)
     faces = (ids[0].copy(), ids[-1].copy(), ids[:, 0].copy(), ids[:, -1].copy(),
              ids[:, :, 0].copy(), ids[:, :, -1].copy())  # 1-based
     return keys, (esrc, target), faces
@@ -199,7 +199,7 @@ def _resolve(edges, loc, bnds, shape, neighbour_faces):
             todo = got < 0
             got[todo] = layer[other[0][todo], other[1][todo]].astype(np.int64) - 1
         comp[sel] = got
-    rows = np.stack([esrc, lin, comp], axis=1)
+    rows = np.stack([esrc.astype(np.int64), lin, comp], axis=1)
     return np.unique(rows, axis=0)
 
 
@@ -228,9 +228,8 @@ def _relabel(block, lut, loc, num, origin, shape, backend):
     from ._kernels import apply_lut
 
     ids = _local(block, loc, num, origin, shape, backend)[0]
-    out = np.empty(ids.shape, np.int32)
-    apply_lut(ids, lut, out)
-    return out
+    apply_lut(ids, lut, ids)  # in place: every id is read before it is overwritten
+    return ids
 
 
 def descent_basins(volume, *, backend=None):
