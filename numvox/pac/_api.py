@@ -192,10 +192,9 @@ def pac_conv(x, guide, weight, bias=None, *, stride=1, padding="same", dilation=
     Examples
     --------
     >>> import numpy as np, numvox
-    >>> x = np.ones((1, 8, 8, 2), np.float32); f = np.zeros((1, 8, 8, 3), np.float32)
-    >>> w = np.ones((3, 3, 2, 4), np.float32)
+    >>> x = np.ones((1, 8, 8, 2)); f = np.zeros((1, 8, 8, 3)); w = np.ones((3, 3, 2, 4))
     >>> numvox.pac_conv(x, f, w, normalize=True)[0, 4, 4]  # constant guide: a mean filter
-    array([2., 2., 2., 2.], dtype=float32)
+    array([2., 2., 2., 2.])
     """
     call = Call(backend, x=x, guide=guide, weight=weight, bias=bias)
     geo, x5, g5, w3, b = _prepare(call, ("x", "guide", "weight", "bias"), stride, padding, dilation,
