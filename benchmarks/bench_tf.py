@@ -24,6 +24,14 @@ nearest-voxel semantics, and the two results agree (max difference in the notes 
 Inputs: `baselines_tf.realistic_outputs` (L = 3, ~10 % of voxels vote, offsets pointing at
 the landmarks with 1 voxel of noise).
 
+Where the time goes: the numvox side is the `aggregate_votes` CPU kernel itself (the
+wrapper adds microseconds and no copies), so its ratio to the TF implementation follows the
+kernel's ratio to the read floor (the "read floor" rows: both inputs summed once with
+NumPy through the same zero-copy views).  The issue's ≥ 5× target over this TF code holds
+only once the kernel runs near that floor; see the vote-aggregation section for the kernel's
+own numbers.  This machine was shared with other jobs during the run (load average 6-10 on
+2 cores), which inflates both sides' times and Numba's thread wake-ups in particular.
+
 CUDA path on paper (not measured: no GPU here): at 256³, L = 3, float32, the kernel reads the
 probabilities once (256³ · 4 · 4 B = 268 MB), the offsets only of the ~10 % voting voxels
 (spatially clustered, so ≈ 60 MB of 36-byte rows), and zeroes/writes 201 MB of heatmaps:
@@ -84,16 +92,21 @@ def cases(quick, backend):
             del p, o
             note, heat = zero_copy_check(P, O, threshold=0.5, splat="nearest")
             ref = tf_aggregate_votes(P, O, 0.5)
-            diff = float(tf.reduce_max(tf.abs(heat - ref)))
-            mass = float(tf.reduce_sum(ref))
+            diff = float(tf.reduce_max(tf.abs(heat - ref)) / tf.reduce_max(ref))
             voters = float(tf.reduce_mean(tf.cast(P[..., 1:] >= 0.5, tf.float32))) * 3
-            note += f"; {voters:.1%} of voxels vote; max diff vs TF {diff:.2g} (total mass {mass:.3g})"
+            note += f"; {voters:.1%} of voxels vote; max diff vs TF {diff:.1g} of the peak (float32 sum order)"
+            p_view, o_view = np.from_dlpack(P), np.from_dlpack(O)
             del heat, ref
             yield Case(
                 f"aggregate_votes {n}³ L=3 {np.dtype(dtype).name}, eager TF tensors",
                 numvox=lambda P=P, O=O: ntf.aggregate_votes(P, O, threshold=0.5, splat="nearest"),
-                baselines=[Baseline("TF tf.where+gather_nd+tensor_scatter_nd_add (tf.function)",
-                                    lambda P=P, O=O: tf_aggregate_votes(P, O, 0.5).numpy(), repeat=3)],
+                baselines=[
+                    Baseline("TF tf.where+gather_nd+tensor_scatter_nd_add (tf.function)",
+                             lambda P=P, O=O: tf_aggregate_votes(P, O, 0.5).numpy(), repeat=3),
+                    Baseline("read floor: probs.sum(); offsets.sum() on the same buffers (NumPy)",
+                             lambda a=p_view, b=o_view: (a.sum(), b.sum()), repeat=3,
+                             note="not a competitor: the cost of reading both inputs once"),
+                ],
                 repeat=5,
                 note=note,
             )

@@ -265,9 +265,7 @@ def _graph(name, fn, rule, tensors, opts):
         shapes.setdefault(n, None)
         dtypes.setdefault(n, tf.float32)
     specs = rule.fn(shapes, dtypes, opts)
-    host_opts = dict(opts)
-    if host_opts.get("backend") == "cuda":
-        host_opts["backend"] = "cpu" if not _cuda_kernels_on_host() else "cuda"
+    host_opts = dict(opts)  # backend="cuda" in a graph: host arrays copied to the GPU and back
 
     def host(*arrays):
         result = fn(**dict(zip(names, arrays)), **host_opts)
@@ -280,12 +278,6 @@ def _graph(name, fn, rule, tensors, opts):
     for o, (shape, _) in zip(outs, specs):
         o.set_shape(tf.TensorShape(shape))
     return outs[0] if len(outs) == 1 else tuple(outs)
-
-
-def _cuda_kernels_on_host():
-    from ._shared.backend import cuda_simulated
-
-    return cuda_simulated()
 
 
 def _to_numpy(r):

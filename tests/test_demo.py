@@ -116,7 +116,7 @@ def test_demo_stand_in_cli_json_and_png(tmp_path, capsys):
         err = np.linalg.norm(np.array(entry["found"]) - lms[lm])
         assert abs(err - entry["error_voxels"]) < 1e-2 and err < 1.0
     assert result["mode"] == "stand-in"
-    png = tmp_path / "numvox_demo_seed4.png"
+    png = tmp_path / "numvox-demo-seed4.png"
     assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert any("error [voxels]" in line for line in out)
     assert any(line.startswith("timings:") for line in out)

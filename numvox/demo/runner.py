@@ -184,7 +184,7 @@ def run_demo(seed=0, volume=None, *, use_model=None, threshold=0.5, splat="linea
             from .plot import save_figure
 
             os.makedirs(out_dir, exist_ok=True)
-            stem = f"numvox_demo_seed{seed}" if true is not None else "numvox_demo_volume"
+            stem = f"numvox-demo-seed{seed}" if true is not None else "numvox-demo-volume"
             path = os.path.join(out_dir, stem + ".png")
             title = f"numvox demo: {label}, {mode}; heatmap in cyan-magenta, green o = true, red + = found"
             save_figure(path, volume, heat, true, coords, names, title=title)
