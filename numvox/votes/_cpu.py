@@ -13,6 +13,13 @@ afterwards over the x-range that was actually written.  The private buffers are 
 with ``np.zeros`` (pages are mapped lazily by the OS), and ``nchunks <= B + 1`` keeps them
 within 1x the output size even when every page is touched.
 
+Reading
+-------
+Each source row ``(b, x, y)`` is scanned twice: a tight, branch-free loop lists the
+``(z, l)`` that pass the threshold (the only loop that touches every probability), then only
+those votes read their three offsets, range-check the target in float64 (NaN and huge
+values fail the check before any integer conversion) and splat it.
+
 Every array is indexed with its own strides (C/F order, views, read-only inputs) and
 half-precision inputs arrive as ``uint16`` bits decoded by ``load_f64``.
 """
