@@ -40,3 +40,9 @@ def test_int_tuple_and_same_shape():
         v.as_int_tuple((1.5, 2), 2, "stride")
     with pytest.raises(ValueError, match=r"a and b must agree in shape \[:-1\]"):
         v.check_same_shape(np.zeros((2, 3, 1)), np.zeros((2, 4, 1)), "a", "b", slice(None, -1))
+
+
+def test_huge_integers_are_numbers_not_crashes():
+    assert v.check_number(10**30, "radius", integer=True, minimum=0) == 10**30
+    with pytest.raises(ValueError, match="radius must be <= 5"):
+        v.check_number(10**30, "radius", integer=True, maximum=5)

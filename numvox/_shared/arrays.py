@@ -191,9 +191,7 @@ class Call:
             arr = self.empty(shape, dtype)
             _device_fill_zero(arr)
             return arr
-        arr = aligned_empty(shape, dtype)
-        arr.fill(0)
-        return arr
+        return aligned_empty(shape, dtype, zero=True)
 
     def output(self, out, shape, dtype, *, zero=False, name="out"):
         """The caller's ``out=`` buffer checked for shape/dtype, or a new array.
@@ -249,13 +247,14 @@ class Call:
         return from_kernel(result, self.like)
 
 
-def aligned_empty(shape, dtype, align=TF_ALIGN):
-    """``np.empty`` whose data starts on an ``align``-byte boundary (so TensorFlow can use
-    it in place through DLPack)."""
+def aligned_empty(shape, dtype, align=TF_ALIGN, *, zero=False):
+    """``np.empty`` (``np.zeros`` with ``zero=True``) whose data starts on an ``align``-byte
+    boundary, so TensorFlow can use it in place through DLPack.  Zeroed buffers come from
+    calloc: their pages are mapped (and zeroed by the OS) only where they are written."""
     dtype = np.dtype(dtype)
     shape = tuple(int(s) for s in shape)
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    raw = np.empty(nbytes + align, dtype=np.uint8)
+    raw = (np.zeros if zero else np.empty)(nbytes + align, dtype=np.uint8)
     start = (-raw.__array_interface__["data"][0]) % align
     return raw[start : start + nbytes].view(dtype).reshape(shape)
 

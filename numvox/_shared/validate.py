@@ -1,5 +1,6 @@
 """Argument checks with messages that name the argument, what was given and what is expected."""
 
+import math
 import numbers
 
 import numpy as np
@@ -42,7 +43,7 @@ def check_number(value, name, *, minimum=None, maximum=None, integer=False, fini
     kind = numbers.Integral if integer else numbers.Real
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, kind):
         raise TypeError(f"{name} must be {'an integer' if integer else 'a real number'}; got {value!r}")
-    if finite and not np.isfinite(value):
+    if finite and not integer and not math.isfinite(value):
         raise ValueError(f"{name} must be finite; got {value!r}")
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}; got {value!r}")

@@ -125,10 +125,9 @@ def aggregate_votes(
     batched = len(P.shape) == 5
     spatial = tuple(int(s) for s in P.shape[-4:-1])
     shape = ((int(P.shape[0]),) if batched else ()) + (L,) + spatial
-    if out is None and not call.device_arrays:
-        res = _lazy_zeros(shape)
-    else:
-        res = call.output(out, shape, np.float32, zero=True)
+    # A new CPU output comes from calloc: heatmaps that receive votes near the landmarks
+    # only never touch most of their pages.
+    res = call.output(out, shape, np.float32, zero=True)
     if res.size == 0:
         return call.wrap(res)
     if not batched:
@@ -146,16 +145,6 @@ def aggregate_votes(
 
         aggregate_cuda(Pk, pcode, Ok, ocode, thr, L, landmark_major, linear, res5)
     return call.wrap(res)
-
-
-def _lazy_zeros(shape, align=64):
-    """A zero float32 array on a 64-byte boundary (TensorFlow takes it through DLPack) whose
-    pages the OS maps only when first written (``np.zeros`` -> ``calloc``): heatmaps that
-    receive votes near the landmarks only never touch most of their memory."""
-    nbytes = int(np.prod(shape, dtype=np.int64)) * 4
-    raw = np.zeros(nbytes + align, np.uint8)
-    start = (-raw.__array_interface__["data"][0]) % align
-    return raw[start : start + nbytes].view(np.float32).reshape(shape)
 
 
 def work_split(B, L, threads):
