@@ -163,7 +163,7 @@ labels, 640 MiB for basins; a fresh cluster for each) with
 this includes reading the compressed Zarr chunks and writing the results, which the in-memory
 baselines do not.  "speed-up" is in-memory time / Dask time (below 1 = Dask slower).  "numvox peak
 extra" is the client process only; the per-worker peaks are in the notes (whole-process RSS,
-~150-200 MiB of which is Python + NumPy + Numba + distributed).  The in-memory calls need the
+~260 MiB of which is the Python + NumPy + Numba + distributed runtime).  The in-memory calls need the
 input (512 MiB at 512^3) plus their outputs (labels +128 MiB; basins +640 MiB: labels and int32
 ids), i.e. 0.6-1.2 GiB beyond the process itself, against 448 / 640 MiB allowed per worker here
 for the *whole* worker process.  (At 448 MiB the basins run got a worker restarted for memory:
@@ -173,20 +173,24 @@ runtime.)  The benchmark asserts that the Dask basins equal the in-memory basins
 Labels are embarrassingly parallel (one-voxel halo: +2.4 % reads at 128^3 chunks).  Basins run
 labels twice (summary pass, then relabelling from a cloned graph so that no chunk is held in
 memory between the passes), plus a serial chunk-local union-find and one merge task whose memory
-is ~40 bytes per chunk-local basin (a few MiB here).
+is ~40 bytes per chunk-local basin (a few MiB here).  Measured on a quiet moment of a shared
+machine: the lead's re-run on a quiet machine replaces these numbers.
 
-On-paper plan for 4096^3 float32 (256 GiB) on a cluster:
-- chunks 256^3 (64 MiB float32; 4096 chunks; halo +2.4 %), Zarr on a parallel file system or
-  object store; workers with 1-2 threads and >= 1 GiB each (a task holds the haloed chunk,
-  16 MiB of labels, 64 MiB of int32 ids and 128 MiB of union-find parents);
-- labels: read 262 GiB, write 64 GiB; compute is ~1.3 ns/voxel/core on this machine's CPU (the
-  in-memory row above), i.e. 90 core-seconds per 4096 chunks... ~90 core-minutes in all:
-  ~6 s of compute on 1000 cores, so I/O-bound: ~35 s at 10 GB/s aggregate storage bandwidth;
-- basins: the labels pass twice (read 2 x 262 GiB), write 256 GiB of int32 ids; between the
-  passes each chunk ships <= 1.5 MiB of boundary ids to its 26 neighbours (~6 GiB in all, less
-  after the per-chunk unique step) and its keys (8 B per chunk-local basin) to the merge task;
-  ~80 s at 10 GB/s plus the merge.  The single merge task holds ~40 B per chunk-local basin:
-  fine up to ~10^8 basins (a noisy 4096^3 CT has ~10^7-10^8); beyond that (pure noise: one
-  basin per ~20 voxels, ~3.4 x 10^9) it would need a hierarchical merge over octants of chunks,
-  which is not implemented.
+On-paper plan for 4096^3 float32 (256 GiB) on a cluster, scaled from the rows above (measured
+on this shared 2-core machine: the Dask labels pipeline, Zarr decode/encode included, costs ~77 ns
+per voxel per core, basins ~260 ns; the bare in-memory labels kernel ~10 ns):
+- chunks 256^3 (64 MiB float32; 16^3 = 4096 chunks; halo +2.4 %), Zarr on a parallel file system or
+  object store; workers with 1-2 threads and >= 1.5 GiB each (a basins task holds the haloed chunk,
+  16 MiB of labels, 64 MiB of int32 ids and the summaries of a few chunks, on top of ~260 MiB of
+  runtime), NUMBA_NUM_THREADS = threads per worker;
+- labels: read 262 GiB, write 64 GiB (uint8); 6.9e10 voxels x 77 ns = 5300 core-seconds, i.e.
+  ~5 s on 1000 cores, so storage-bound: ~35 s at 10 GB/s aggregate bandwidth;
+- basins: the labels pass twice (read 2 x 262 GiB) and write 256 GiB of int32 ids; between the
+  passes each chunk ships <= 1.5 MiB of boundary ids to its 26 neighbours (<= 6 GiB in all, less
+  after the per-chunk unique step) and 8 B per chunk-local basin to the merge task;
+  6.9e10 x 260 ns = 18000 core-seconds (~18 s on 1000 cores) against ~80 s of storage traffic at
+  10 GB/s, plus the merge.  The single merge task holds ~40 B per chunk-local basin and runs a
+  serial union-find (~50 ns per component): fine up to ~10^8 basins (~4 GiB, ~5 s; a noisy
+  4096^3 CT has ~10^7-10^8); beyond that (pure noise, one basin per ~20 voxels, ~3.4e9) it would
+  need a hierarchical merge over octants of chunks, which is not implemented.  Expected: ~2 min.
 """
