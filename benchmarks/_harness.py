@@ -15,7 +15,8 @@ load is included and reported separately), then ``repeat`` more times; the table
 the median.  Each baseline runs ``repeat`` times (median).  Peak extra memory (of the
 steady-state calls) is the largest rise of the process's resident set size over its level before the call, sampled
 every millisecond from ``/proc/self/statm`` (so it sees NumPy, Numba and TensorFlow
-allocations alike), and the peak Python-tracked allocation where ``/proc`` is missing.
+allocations alike; glibc's mmap threshold is pinned so that freed memory is not silently
+reused by the next call), and the peak Python-tracked allocation where ``/proc`` is missing.
 """
 
 import dataclasses
@@ -28,6 +29,28 @@ from typing import Any, Callable
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 MiB = 1024.0**2
+
+
+def _fix_malloc_thresholds():
+    """Make glibc return large freed blocks to the OS at once.
+
+    By default glibc raises its mmap threshold after large blocks are freed, so a second
+    call's big temporaries come from the already-resident heap and are invisible to an RSS
+    measurement.  A fixed 1 MiB mmap threshold (and trim threshold) keeps every large
+    allocation a fresh mapping, so each call's peak shows up as RSS growth.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+        libc.mallopt(M_MMAP_THRESHOLD, 1 << 20)
+        libc.mallopt(M_TRIM_THRESHOLD, 1 << 20)
+    except (OSError, AttributeError):  # not glibc: measurements may under-report reuse
+        pass
+
+
+_fix_malloc_thresholds()
 
 
 @dataclasses.dataclass
