@@ -9,7 +9,7 @@ def save_figure(path, volume, heatmaps, true, found, names, title=""):
     Each panel is the slice of ``volume`` through the landmark (the true position, or the
     found one when the truth is unknown) perpendicular to that axis, with the landmark's
     heatmap (summed over a ±2-voxel slab, to show votes that miss the slice by a little)
-    overlaid; the true position is a green circle, the found one a red plus.
+    overlaid (square-root scale); the true position is a green circle, the found one a red plus.
     """
     from matplotlib.figure import Figure  # no pyplot: works headless, leaves the user's backend alone
 
@@ -33,8 +33,9 @@ def save_figure(path, volume, heatmaps, true, found, names, title=""):
             heat = np.take(heatmaps[lm], np.arange(lo, hi), axis=ax_i).sum(axis=ax_i)
             # rows = first remaining axis, columns = second (origin lower-left)
             ax.imshow(img.T, cmap="gray", origin="lower", vmin=vmin, vmax=vmax, interpolation="nearest")
+            heat = np.sqrt(np.clip(heat, 0, None))  # square-root scale: the spread of weak votes shows too
             top = max(float(heat.max()), 1e-12)
-            masked = np.ma.masked_less_equal(heat.T, 0.02 * top)
+            masked = np.ma.masked_less_equal(heat.T, 0.03 * top)
             ax.imshow(masked, cmap="cool", origin="lower", alpha=0.75, vmin=0, vmax=top, interpolation="nearest")
             if t is not None:
                 ax.plot(t[others[0]], t[others[1]], "o", mfc="none", mec="lime", mew=1.5, ms=16, label="true")
