@@ -396,3 +396,22 @@ def test_keras_layer_under_mixed_float16_policy():
 def test_numvox_layer_rejects_unknown_op():
     with pytest.raises(ValueError, match="op must be one of"):
         ntf.NumvoxLayer("nope")
+
+
+# ---- backends (the cuda case runs the CUDA kernels in Numba's simulator) ---------------------
+
+
+def test_backend_passes_through_eager_and_graph(backend):
+    """numvox.tf hands ``backend=`` to the op in both modes; results agree with the reference."""
+    _require("numvox.votes", "aggregate_votes", "heatmap_peaks")
+    rng = np.random.default_rng(17)
+    p, o = _votes_inputs(rng, shape=(4, 3, 3), n_lm=1)
+    P, O = tf.constant(p), tf.constant(o)
+    ref = ref_votes_nearest(p, o, 0.5)
+    eager = ntf.aggregate_votes(P, O, backend=backend)
+    graph, traced = _graph(ntf.aggregate_votes, P, O, backend=backend)
+    assert _static(traced) == (1, 4, 3, 3)
+    np.testing.assert_allclose(eager.numpy(), ref, atol=1e-5)
+    np.testing.assert_allclose(graph.numpy(), ref, atol=1e-5)
+    c, v = ntf.heatmap_peaks(eager, backend=backend)
+    assert c.shape == (1, 3) and v.shape == (1,)
