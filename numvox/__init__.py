@@ -29,7 +29,7 @@ _LAZY = {
     "pac_conv": "numvox.pac",
     "pac_conv_backward": "numvox.pac",
 }
-_SUBMODULES = ("votes", "labels", "correlate", "pac", "tf", "keras", "demo")
+_SUBMODULES = ("votes", "labels", "correlate", "pac", "tf", "keras", "demo", "dask")
 
 __all__ = ["info", "CudaUnavailableError", "__version__", *_LAZY]
 

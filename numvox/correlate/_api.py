@@ -5,7 +5,7 @@ import numbers
 
 import numpy as np
 
-from numvox._shared.arrays import Call
+from numvox._shared.arrays import Call, dask_implementation, is_dask
 from numvox._shared.halfprec import NATIVE, half_code, kernel_view
 from numvox._shared.validate import check_choice, check_real_dtype
 
@@ -98,6 +98,11 @@ def correlate_batch(images, filters, *, mode="same", channel_axis=None, reduce=N
     >>> numvox.correlate_batch(imgs, filts, channel_axis=-1, mode="valid").shape
     (4, 5, 25, 25)
     """
+    if is_dask(images) or is_dask(filters):
+        return dask_implementation("correlate_batch")(
+            images, filters, mode=mode, channel_axis=channel_axis, reduce=reduce, normalize=normalize,
+            method=method, out=out, progress=progress, backend=backend,
+        )
     call = Call(backend, images=images, filters=filters)
     A, B = call["images"], call["filters"]
     mode = check_choice(mode, "mode", MODES)

@@ -27,7 +27,7 @@ rounding.
 
 import numpy as np
 
-from numvox._shared.arrays import Call
+from numvox._shared.arrays import Call, dask_implementation, is_dask
 from numvox._shared.halfprec import FLOAT16, BFLOAT16, half_code, kernel_view
 from numvox._shared.validate import check_choice, check_ndim, check_real_dtype
 
@@ -226,6 +226,8 @@ def descent_labels(volume, *, border="inside", out=None, backend=None):
     13
     """
     check_choice(border, "border", BORDERS)
+    if is_dask(volume):
+        return dask_implementation("descent_labels")(volume, border=border, out=out, backend=backend)
     call = Call(backend, volume=volume)
     V = call["volume"]
     _check_volume(V)
@@ -389,6 +391,8 @@ def descent_basins(volume, *, backend=None):
     >>> numvox.descent_basins(v).tolist()
     [[[1, 1, 1, 2, 2]]]
     """
+    if is_dask(volume):
+        return dask_implementation("descent_basins")(volume, backend=backend)
     call = Call(backend, volume=volume)
     V = call["volume"]
     _check_volume(V)

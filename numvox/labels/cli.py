@@ -1,4 +1,5 @@
-"""``numvox labels VOLUME.npy -o LABELS.npy [--border inside|zero] [--basins BASINS.npy]``."""
+"""``numvox labels VOLUME.npy -o LABELS.npy [--border inside|zero] [--basins BASINS.npy]``,
+and ``numvox labels big.zarr -o labels.zarr --dask [--scheduler ADDRESS]`` on Dask."""
 
 from numvox.cli import UserError, load_array, save_array
 
@@ -18,10 +19,17 @@ def register(subparsers):
                    help="'inside' (default): only in-volume neighbours; 'zero': outer layer labelled 0")
     p.add_argument("--basins", metavar="BASINS.npy", help="also write the descent basins (int32, 1..M)")
     p.add_argument("--backend", choices=("cpu", "cuda"), default=None, help="force a backend")
+    from numvox.dask.cli import add_dask_arguments  # imports no Dask until --dask is used
+
+    add_dask_arguments(p)
     p.set_defaults(func=_run)
 
 
 def _run(args):
+    if args.dask:
+        from numvox.dask.cli import run_labels
+
+        return run_labels(args)
     import numpy as np
 
     from ._api import descent_basins, descent_labels

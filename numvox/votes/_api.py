@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from .._shared.arrays import Call
+from .._shared.arrays import Call, dask_implementation, is_dask
 from .._shared.halfprec import NATIVE, half_code, kernel_view
 from .._shared.validate import check_choice, check_ndim, check_number, check_real_dtype
 
@@ -91,6 +91,10 @@ def aggregate_votes(
     >>> h.shape, float(h[0, 2].sum()), float(h.sum())
     ((1, 4, 4, 4), 64.0, 64.0)
     """
+    if is_dask(probs) or is_dask(offsets):
+        return dask_implementation("aggregate_votes")(
+            probs, offsets, threshold=threshold, splat=splat, offset_layout=offset_layout, out=out, backend=backend
+        )
     call = Call(backend, probs=probs, offsets=offsets)
     P, O = call["probs"], call["offsets"]
     check_real_dtype(P, "probs")
