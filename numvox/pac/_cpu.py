@@ -232,6 +232,12 @@ def _pac_backward(go, gu, x, xc, g, gc, w, ks, st, lo, dl, normalize, nthreads, 
     TC = T * C
     w2 = w.reshape(TC, O)
     Do, Ho, Wo = go.shape[1], go.shape[2], go.shape[3]
+    fast = gx.itemsize == 4  # float32: vectorised fast exp
+    s2 = st[2]
+    lo2 = lo[2]
+    Wp = max(W + lo2, (Wo - 1) * s2 + (ks[2] - 1) * dl[2] + 1)
+    R = ks[0] * ks[1]
+    rc = (ks[0] // 2) * ks[1] + ks[1] // 2
     # race-free scatter: output rows in bands of L >= P rows (P*stride > a window's extent);
     # even bands in parallel, then odd bands, so that no two concurrent bands share input rows
     P = ((ks[1] - 1) * dl[1]) // st[1] + 1
@@ -244,8 +250,11 @@ def _pac_backward(go, gu, x, xc, g, gc, w, ks, st, lo, dl, normalize, nthreads, 
             band = ph + 2 * (item % per_n)
             tid = get_thread_id()
             gw2 = gw_part[tid].reshape(TC, O)
-            K = np.empty(T, np.float64)
-            Kb = np.empty((PB, T), np.float64)
+            gb = np.empty((R, F, Wp), gx.dtype)
+            vb = np.empty((R, Wp), gx.dtype)
+            Kb = np.empty((T, PB), gx.dtype)
+            dist = np.empty(PB, gx.dtype)
+            ei = np.empty(PB, np.int32)
             inv = np.empty(PB, np.float64)
             fc = np.empty(F, np.float64)
             X = np.empty((PB, TC), gx.dtype)
@@ -259,16 +268,23 @@ def _pac_backward(go, gu, x, xc, g, gc, w, ks, st, lo, dl, normalize, nthreads, 
                 for od in range(Do):
                     z0 = od * st[0] - lo[0]
                     cz = z0 + (ks[0] // 2) * dl[0]
+                    _guide_rows(g, gc, n, z0, y0, ks, dl, lo2, D, H, W, F, gb, vb)
                     for ow0 in range(0, Wo, PB):
                         nb = min(PB, Wo - ow0)
-                        # gather windows, kernels and grad_out of the block
+                        # kernels, grad_out and input windows of the block
+                        _block_kernel(gb, vb, ks, dl, s2, ow0, nb, F, fast, Kb, dist, ei)
                         for j in range(nb):
-                            x0 = (ow0 + j) * st[2] - lo[2]
-                            ksum, _ = _window_kernel(g, gc, n, z0, y0, x0, ks, dl, D, H, W, F, fc, K)
-                            iv = 1.0
-                            if normalize:
-                                iv = 1.0 / ksum if ksum > 0.0 else 0.0
-                            inv[j] = iv
+                            inv[j] = 1.0
+                        if normalize:
+                            for j in range(nb):
+                                inv[j] = 0.0
+                            for t in range(T):
+                                for j in range(nb):
+                                    inv[j] += Kb[t, j]
+                            for j in range(nb):
+                                inv[j] = 1.0 / inv[j] if inv[j] > 0.0 else 0.0
+                        for j in range(nb):
+                            x0 = (ow0 + j) * s2 - lo2
                             for o in range(O):
                                 gval = load_f64(go, (n, od, oh, ow0 + j, o), gu)
                                 Gv[j, o] = gval
@@ -278,24 +294,25 @@ def _pac_backward(go, gu, x, xc, g, gc, w, ks, st, lo, dl, normalize, nthreads, 
                                 z = z0 + a * dl[0]
                                 for bb in range(ks[1]):
                                     y = y0 + bb * dl[1]
+                                    rin = 0 <= z < D and 0 <= y < H
                                     for cc in range(ks[2]):
                                         xx = x0 + cc * dl[2]
-                                        Kb[j, t] = K[t]
-                                        if K[t] != 0.0:
+                                        xr = X[j, t * C:(t + 1) * C]
+                                        if rin and 0 <= xx < W:
                                             xrow = x[n, z, y, xx]
                                             if xc == 0:
                                                 for c in range(C):
-                                                    X[j, t * C + c] = xrow[c]
+                                                    xr[c] = xrow[c]
                                             else:
                                                 for c in range(C):
-                                                    X[j, t * C + c] = load_f64(xrow, c, xc)
+                                                    xr[c] = load_f64(xrow, c, xc)
                                         else:
                                             for c in range(C):
-                                                X[j, t * C + c] = 0.0
+                                                xr[c] = 0.0
                                         t += 1
                         V = np.dot(Gv[:nb], w2.T)  # (nb, T*C): sum_o W[t, c, o] g[o]
                         for j in range(nb):
-                            x0 = (ow0 + j) * st[2] - lo[2]
+                            x0 = (ow0 + j) * s2 - lo2
                             iv = inv[j]
                             t = 0
                             for a in range(ks[0]):
@@ -304,44 +321,51 @@ def _pac_backward(go, gu, x, xc, g, gc, w, ks, st, lo, dl, normalize, nthreads, 
                                     y = y0 + bb * dl[1]
                                     for cc in range(ks[2]):
                                         xx = x0 + cc * dl[2]
-                                        kt = Kb[j, t]
+                                        kt = Kb[t, j]
                                         gsum = 0.0
                                         if kt != 0.0:
                                             kbuf[0] = kt * iv
                                             kn = kbuf[0]  # in the compute dtype
                                             gxrow = gx[n, z, y, xx]
+                                            vr = V[j, t * C:(t + 1) * C]
+                                            xr = X[j, t * C:(t + 1) * C]
                                             for c in range(C):
-                                                v = V[j, t * C + c]
+                                                v = vr[c]
                                                 gxrow[c] += kn * v
-                                                gsum += X[j, t * C + c] * v
-                                                X[j, t * C + c] *= kn
+                                                gsum += xr[c] * v
+                                                xr[c] *= kn
+                                        else:  # K underflowed to 0 inside the image
+                                            for c in range(C):
+                                                X[j, t * C + c] = 0.0
                                         Gt[t] = gsum
                                         t += 1
                             # dL/dK_t (before normalisation)
                             if normalize:
                                 m = 0.0
                                 for t in range(T):
-                                    m += Kb[j, t] * iv * Gt[t]
+                                    m += Kb[t, j] * iv * Gt[t]
                                 for t in range(T):
                                     Gt[t] = (Gt[t] - m) * iv
                             cx = x0 + (ks[2] // 2) * dl[2]
                             cin = 0 <= cz < D and 0 <= cy < H and 0 <= cx < W
+                            xcen = (ow0 + j) * s2 + (ks[2] // 2) * dl[2]  # guide-row buffer column
                             for f in range(F):
-                                fc[f] = load_f64(g, (n, cz, cy, cx, f), gc) if cin else 0.0
+                                fc[f] = gb[rc, f, xcen]  # 0 outside the image
                                 cacc[f] = 0.0
                             t = 0
                             for a in range(ks[0]):
                                 z = z0 + a * dl[0]
                                 for bb in range(ks[1]):
                                     y = y0 + bb * dl[1]
+                                    r = a * ks[1] + bb
                                     for cc in range(ks[2]):
                                         xx = x0 + cc * dl[2]
-                                        coef = Gt[t] * Kb[j, t]
+                                        coef = Gt[t] * Kb[t, j]
                                         if coef != 0.0:
-                                            grow = g[n, z, y, xx]
+                                            xi = xx + lo2
                                             ggrow = gg[n, z, y, xx]
                                             for f in range(F):
-                                                dlt = coef * (fc[f] - load_f64(grow, f, gc))
+                                                dlt = coef * (fc[f] - gb[r, f, xi])
                                                 ggrow[f] += dlt
                                                 cacc[f] += dlt
                                         t += 1
