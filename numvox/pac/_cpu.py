@@ -362,12 +362,19 @@ def _pac_backward(go, gu, x, xc, g, gc, w, ks, st, lo, dl, normalize, nthreads, 
                                         xx = x0 + cc * dl[2]
                                         coef = Gt[t] * Kb[t, j]
                                         if coef != 0.0:
-                                            xi = xx + lo2
                                             ggrow = gg[n, z, y, xx]
-                                            for f in range(F):
-                                                dlt = coef * (fc[f] - gb[r, f, xi])
-                                                ggrow[f] += dlt
-                                                cacc[f] += dlt
+                                            if gc == 0:  # contiguous guide row
+                                                grow = g[n, z, y, xx]
+                                                for f in range(F):
+                                                    dlt = coef * (fc[f] - grow[f])
+                                                    ggrow[f] += dlt
+                                                    cacc[f] += dlt
+                                            else:
+                                                xi = xx + lo2
+                                                for f in range(F):
+                                                    dlt = coef * (fc[f] - gb[r, f, xi])
+                                                    ggrow[f] += dlt
+                                                    cacc[f] += dlt
                                         t += 1
                             if cin:
                                 for f in range(F):
