@@ -272,6 +272,32 @@ def test_backward_float32_close_to_float64():
         close(a, b, 1e-4)
 
 
+@pytest.mark.parametrize("stride,dil,padding,normalize", [(1, 1, "same", False), (2, 1, "valid", True),
+                                                          (1, 2, 1, True), (2, 2, "same", False)])
+def test_float32_fast_exp_paths(stride, dil, padding, normalize):
+    """float32 CPU path (vectorised exp, pixel-blocked kernels, 33+ output columns so that a
+    row has two blocks): forward and backward against float64, with guide distances that
+    span exp's whole range (kernel values from 1 down to underflow inside the image), on
+    C-contiguous and non-contiguous inputs."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 7, 70, 3))
+    f = rng.standard_normal((2, 7, 70, 2)) * np.linspace(0.0, 12.0, 70)[:, None]  # far apart on the right
+    w = rng.standard_normal((3, 4, 3, 5))
+    b = rng.standard_normal(5)
+    opts = dict(stride=stride, dilation=dil, padding=padding, normalize=normalize)
+    ref = ref_pac(x, f, w, b, stride, padding, dil, normalize)
+    R = rng.standard_normal(ref.shape)
+    g64 = numvox.pac_conv_backward(R, x, f, w, **opts)
+    x32, f32, w32, b32, R32 = (a.astype(np.float32) for a in (x, f, w, b, R))
+    big = np.zeros((2, 7, 70, 6), np.float32)
+    big[..., ::2] = x32
+    for xx in (x32, big[..., ::2]):
+        close(numvox.pac_conv(xx, f32, w32, b32, **opts), ref, 1e-4)
+        for a, r in zip(numvox.pac_conv_backward(R32, xx, f32, w32, **opts), g64):
+            assert a.dtype == np.float32
+            close(a, r, 1e-4)
+
+
 # -- errors ---------------------------------------------------------------------------------
 def test_errors():
     x = np.zeros((1, 6, 6, 2), np.float32)
