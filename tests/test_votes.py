@@ -193,36 +193,105 @@ def test_linear_subvoxel_weights(backend):
     assert got.sum() == pytest.approx(1.0)
 
 
-def test_private_buffer_path_and_thread_counts():
-    """The CPU split (private buffer for the shared batch item) gives the same heatmaps for
-    any thread count; votes cross the chunk boundaries everywhere."""
+def test_thread_counts_and_deferred_votes():
+    """The CPU split (each thread owns its source rows' heatmap rows, other votes are
+    deferred) gives the same heatmaps for any thread count; votes cross the chunk
+    boundaries everywhere."""
     import numba
 
     rng = np.random.default_rng(5)
     for batch in (None, 2, 3):
-        probs, offsets = make_inputs(rng, (9, 5, 6), 3, batch, spread=6.0)
-        results = []
-        before = numba.get_num_threads()
-        try:
-            for threads in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS), numba.config.NUMBA_NUM_THREADS}):
-                numba.set_num_threads(threads)
-                results.append(check_votes(probs, offsets, "cpu", splat="linear", threshold=0.2))
-        finally:
-            numba.set_num_threads(before)
-        for r in results[1:]:
-            np.testing.assert_allclose(r, results[0], atol=1e-5)
+        for splat in ("nearest", "linear"):
+            probs, offsets = make_inputs(rng, (19, 5, 7), 3, batch, spread=6.0)
+            results = []
+            before = numba.get_num_threads()
+            try:
+                for threads in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS), numba.config.NUMBA_NUM_THREADS}):
+                    numba.set_num_threads(threads)
+                    results.append(check_votes(probs, offsets, "cpu", splat=splat, threshold=0.2))
+            finally:
+                numba.set_num_threads(before)
+            for r in results[1:]:
+                np.testing.assert_allclose(r, results[0], atol=1e-5)
+
+
+def test_deferred_list_overflow_runs_more_rounds(monkeypatch):
+    """Tiny deferred lists: the kernel stops early and the host runs further rounds."""
+    import numba
+
+    from numvox.votes import _api
+
+    rng = np.random.default_rng(8)
+    probs, offsets = make_inputs(rng, (16, 6, 5), 2, spread=10.0)
+    offsets[: 8, ..., 0] += 8.0  # the first half votes into the second half's rows
+    real = _api.work_split
+    calls = []
+
+    def split(B, X, Y, threads):
+        calls.append(1)
+        return real(B, X, Y, 2)
+
+    monkeypatch.setattr(_api, "work_split", split)
+    monkeypatch.setattr(_api, "_DEFERRED_FRACTION", 200)  # lists of out.size // 400 entries
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        for splat in ("nearest", "linear"):
+            check_votes(probs, offsets, "cpu", splat=splat, threshold=0.3)
+    finally:
+        numba.set_num_threads(before)
+    assert calls
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_contiguous_and_strided_paths_agree(dtype):
+    """The contiguous fast path (flat line scan) and the strided path give the same sums on
+    the same data (same thread count, so the same order of additions)."""
+    rng = np.random.default_rng(9)
+    probs, offsets = make_inputs(rng, (11, 9, 70), 3, spread=5.0, dtype=dtype)
+    probs[..., 1:][rng.random(probs[..., 1:].shape) < 0.05] = np.nan
+    for splat in ("nearest", "linear"):
+        for layout in ("axis-major", "landmark-major"):
+            a = check_votes(probs, offsets, "cpu", splat=splat, layout=layout)
+            b = check_votes(arrange(probs, "strided", rng), arrange(offsets, "F", rng), "cpu", splat=splat,
+                            layout=layout)
+            np.testing.assert_array_equal(a, b)
+
+
+def test_float32_threshold_between_float32_values():
+    """The contiguous float32 scan compares in float32 against the smallest float32 >= the
+    threshold: values just below / at / above a threshold that float32 cannot hold."""
+    from numvox.votes._api import scan_threshold
+
+    thr = 0.1  # not a float32
+    t = scan_threshold(thr, np.float32)
+    assert float(t) >= thr and float(np.nextafter(t, np.float32(-1))) < thr
+    assert scan_threshold(1e39, np.float32) == np.inf and scan_threshold(-1e39, np.float32) == -np.finfo(np.float32).max
+    below = np.nextafter(t, np.float32(-1))
+    probs = np.zeros((1, 1, 3, 2), np.float32)
+    probs[0, 0, :, 1] = [below, t, np.float32(np.inf)]
+    offsets = np.zeros((1, 1, 3, 3), np.float32)
+    got = np.asarray(numvox.aggregate_votes(probs, offsets, threshold=thr, backend="cpu"))
+    assert got[0, 0, 0].tolist() == [0.0, float(t), np.inf]
+    for thr in (1e39, -1e39):
+        want, _ = ref_votes(probs, offsets, thr)
+        got = np.asarray(numvox.aggregate_votes(probs, offsets, threshold=thr, backend="cpu"))
+        np.testing.assert_array_equal(got, want.astype(np.float32))
 
 
 def test_work_split_memory_bound():
     from numvox.votes._api import work_split
 
-    for B in range(1, 6):
-        for L in range(1, 5):
-            for threads in range(1, 20):
-                nchunks, ngroups, by_batch = work_split(B, L, threads)
-                npriv = 0 if by_batch else nchunks - 1
-                assert npriv <= B  # private buffers (one batch item each) <= 1x the output
-                assert 1 <= ngroups <= L and nchunks >= 1
+    for B in range(1, 4):
+        for X in (1, 2, 7, 300):
+            for Y in (1, 5, 300):
+                for threads in range(1, 20):
+                    bounds = work_split(B, X, Y, threads)
+                    n = len(bounds) - 1
+                    assert 1 <= n <= threads and bounds[0] == 0 and bounds[-1] == B * X
+                    assert np.all(np.diff(bounds) >= 1)
+                    if n > 1:  # a line's votes (8 per landmark and voxel) fit a list
+                        assert B * X * Y // (6 * n) >= 8
 
 
 def test_out_buffer_reused_and_zeroed(backend):

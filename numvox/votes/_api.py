@@ -7,6 +7,7 @@ from .._shared.halfprec import NATIVE, half_code, kernel_view
 from .._shared.validate import check_choice, check_ndim, check_number, check_real_dtype
 
 SPLATS = ("nearest", "linear")
+_DEFERRED_FRACTION = 2  # the deferred lists hold at most 1/_DEFERRED_FRACTION of the output bytes
 LAYOUTS = ("axis-major", "landmark-major")
 
 
@@ -151,42 +152,72 @@ def aggregate_votes(
     return call.wrap(res)
 
 
-def work_split(B, L, threads):
-    """``(nchunks, ngroups, by_batch)`` for the CPU scatter (see :mod:`numvox.votes._cpu`).
+def work_split(B, X, Y, threads):
+    """``bounds``: the source rows ``b * X + x`` of the CPU kernel's chunks (one per thread,
+    see :mod:`numvox.votes._cpu`), as an int64 array ``(nchunks + 1,)``.
 
-    ``nchunks <= B + 1`` keeps the private buffers within 1x the output; chunks follow
-    batch boundaries (no private buffers) whenever there are at least as many batch items
-    as chunks.
+    Fewer chunks than threads for tiny volumes (fewer than 64 lines per chunk), so that a
+    deferred list of half the output's size always holds one line's votes.
     """
-    threads = max(1, int(threads))
-    if B >= threads:
-        nchunks, by_batch = threads, True
-    else:
-        nchunks, by_batch = min(threads, B + 1), False
-    ngroups = max(1, min(L, -(-threads // nchunks)))
-    return nchunks, ngroups, by_batch
+    R = B * X
+    nchunks = max(1, min(int(threads), R, (R * Y) // 64))
+    return np.array([c * R // nchunks for c in range(nchunks + 1)], np.int64)
+
+
+def scan_threshold(thr, dtype):
+    """The threshold in the scan's dtype: for float32 data the smallest float32 ``t >= thr``,
+    so that ``v >= t`` in float32 decides exactly as ``float64(v) >= thr``."""
+    if np.dtype(dtype) != np.float32:
+        return np.float64(thr)
+    with np.errstate(over="ignore"):
+        t = np.float32(thr)
+    if float(t) < thr:
+        t = np.nextafter(t, np.float32(np.inf))
+    return np.float32(t)
+
+
+def _contiguous_float(a):
+    return a.dtype in (np.float32, np.float64) and a.flags.c_contiguous
 
 
 def _aggregate_host(P, pcode, O, ocode, thr, L, landmark_major, linear, out5):
     import numba
 
-    from ._cpu import aggregate_cpu, fold_private, launch
+    from ._cpu import aggregate_cpu, apply_deferred, launch
 
     B, X, Y, Z = (int(s) for s in P.shape[:4])
-    nchunks, ngroups, by_batch = work_split(B, L, numba.get_num_threads())
-    npriv = 0 if by_batch else nchunks - 1
-    # np.zeros: the OS maps the pages lazily, so an untouched buffer costs nothing.
-    priv = np.zeros((npriv, L, X, Y, Z), np.float32)
-    ranges = np.empty((nchunks, L, 2), np.int64)
-    ranges[..., 0] = X
-    ranges[..., 1] = -1
-    launch(
-        aggregate_cpu, P, np.int64(pcode), O, np.int64(ocode), np.float64(thr), np.int64(L), bool(landmark_major),
-        bool(linear), out5, priv, ranges, np.int64(nchunks), np.int64(ngroups), bool(by_batch),
-        inputs=(0, 2),
-    )
-    if npriv:
-        launch(fold_private, out5, priv, ranges, np.int64(nchunks), np.int64(X), np.int64(Y), np.int64(Z))
+    if _contiguous_float(P) and _contiguous_float(O):
+        # (B*X*Y, Z*C) views: every source line is one contiguous run (no copy)
+        P = P.reshape(B * X * Y, Z * (L + 1))
+        O = O.reshape(B * X * Y, Z * 3 * L)
+        thr_scan = scan_threshold(thr, P.dtype)
+        contiguous = (0, 2)
+    else:
+        thr_scan = np.float64(thr)
+        contiguous = ()
+    bounds = work_split(B, X, Y, numba.get_num_threads())
+    nchunks = len(bounds) - 1
+    # Deferred lists (int64 index + float32 weight): at most half the output's bytes in
+    # all (work_split keeps one line's votes, Z * L * 8, below that), mapped by the OS only
+    # where written (np.empty of a large size).
+    cap = 0 if nchunks == 1 else max(out5.size // (3 * _DEFERRED_FRACTION * nchunks), Z * L * 8)
+    didx = np.empty((nchunks, cap), np.int64)
+    dval = np.empty((nchunks, cap), np.float32)
+    dcount = np.zeros(nchunks, np.int64)
+    resume = bounds[:-1] * Y
+    dims = np.array([B, X, Y, Z], np.int64)
+    out = out5.reshape(-1)
+    while True:
+        launch(
+            aggregate_cpu, P, np.int64(pcode), O, np.int64(ocode), thr_scan, dims, np.int64(L),
+            bool(landmark_major), bool(linear), out, bounds, resume, didx, dval, dcount,
+            inputs=(0, 2), contiguous=contiguous,
+        )
+        if dcount.any():
+            launch(apply_deferred, out, dims, np.int64(L), bounds, didx, dval, dcount)
+            dcount[:] = 0
+        if np.array_equal(resume, bounds[1:] * Y):
+            return
 
 
 def heatmap_peaks(heatmaps, *, radius=1, backend=None):

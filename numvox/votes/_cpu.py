@@ -1,51 +1,74 @@
 """CPU kernels for vote aggregation and heatmap peaks (Numba, ``parallel=True``).
 
-Write conflicts of the scatter
-------------------------------
-A vote may land anywhere in the volume, so two source voxels handled by different threads
-can hit the same target voxel.  The work is split into ``nchunks`` contiguous ranges of
-source rows ``(b, x)`` times ``ngroups`` groups of landmarks; items of different landmark
-groups never write the same heatmap, and a chunk writes straight into ``out`` for every
-batch item it owns alone.  Only the batch item shared by consecutive chunks (there is one
-such item per chunk boundary, and none when the chunks follow batch boundaries) goes
-through a private buffer of one batch item's heatmaps, which is folded into ``out``
-afterwards over the x-range that was actually written.  The private buffers are allocated
-with ``np.zeros`` (pages are mapped lazily by the OS), and ``nchunks <= B + 1`` keeps them
-within 1x the output size even when every page is touched.
+Input views
+-----------
+The probabilities and offsets reach the scatter kernel in one of two forms:
 
-Reading
--------
-Each source row ``(b, x, y)`` is scanned twice: a tight, branch-free loop lists the
-``(z, l)`` that pass the threshold (the only loop that touches every probability), then only
-those votes read their three offsets, range-check the target in float64 (NaN and huge
-values fail the check before any integer conversion) and splat it.
+* *contiguous* (float32 / float64, C-contiguous): 2-D views ``(B*X*Y, Z*C)`` of the
+  channels-last arrays, so a source line ``(b, x, y)`` is one contiguous run of ``Z*C``
+  numbers that the threshold scan reads as a flat vector;
+* *strided* (any other dtype, memory order or view; float16 / bfloat16 as ``uint16``
+  bits): the 5-D arrays, indexed with their own strides; the scan converts each line
+  segment into a small float64 buffer first (never a copy of the whole input).
 
-Every array is indexed with its own strides (C/F order, views, read-only inputs) and
-half-precision inputs arrive as ``uint16`` bits decoded by ``load_f64``.
+Helpers written with ``@overload`` choose the access for each form at compile time, so the
+kernel is written once.
+
+Scan
+----
+A line is cut into segments of at most ``SEG`` voxels.  A segment is scanned in blocks of
+``NB = (64 // C) * C`` numbers (whole voxels): a branch-free loop that LLVM vectorises
+builds the block's 64-bit mask of ``value >= threshold``, the background channel is masked
+out and the set bits (``tzcnt``) list the votes, so blocks without votes (most blocks of a
+real network output) cost one vectorised compare per number.  Each vote found has its
+offsets prefetched at once (the only offsets ever read); a second loop turns the votes into
+target indices and weights (range checks in float64 before any conversion to integers:
+NaN and huge values fail them) and a third adds them into the heatmaps.  Separating the
+loops keeps the many cache misses of scattered votes overlapping.
+
+Write conflicts
+---------------
+The source rows ``(b, x)`` are split into ``nchunks`` contiguous ranges, one per thread, and
+thread ``c`` *owns* the heatmap rows ``(b, x)`` of its range.  A vote whose target row it
+owns is added at once; any other vote (one crossing a chunk boundary) goes to the thread's
+*deferred* list (flat index, weight), which :func:`apply_deferred` adds afterwards, each
+owner in parallel adding the entries in its rows.  The lists have a fixed capacity (all
+together at most half the output's bytes, mapped lazily): a thread whose list could
+overflow stops at a line boundary, and the host runs another round after applying the
+lists.  No atomics, no private copies of the output.  The float32 sums depend only on the
+number of threads (which decides the order of the additions), not on the input layout.
 """
 
-import math
 import threading
 
 import numpy as np
-from numba import njit, prange, typeof
+from llvmlite import ir
+from numba import njit, prange, typeof, types
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
 
 from .._shared.halfprec import load_f64
+
+SEG = 2048  # voxels per line segment: bounds the per-thread scratch lists
 
 
 _COMPILE_LOCK = threading.Lock()
 
 
-def launch(kernel, *args, inputs=()):
-    """Call ``kernel(*args)`` through one compiled signature per input dtype.
+def launch(kernel, *args, inputs=(), contiguous=()):
+    """Call ``kernel(*args)`` through one compiled signature per input dtype and form.
 
-    The arrays at positions ``inputs`` are typed as read-only ``'A'``-layout arrays, so C,
-    F, strided, writeable and read-only inputs share one compiled (and cached) kernel
-    instead of one per combination; Numba converts the actual arguments to that signature
-    (a safe conversion) once compiling new specialisations is switched off.
+    The arrays at positions ``inputs`` are typed as read-only ``'A'``-layout arrays (``'C'``
+    for those also in ``contiguous``, which must be C-contiguous: the contiguous scan
+    relies on it), so writeable and read-only inputs, C, F and strided views share compiled
+    (and cached) kernels instead of one per combination; Numba converts the actual
+    arguments to that signature (a safe conversion) once compiling new specialisations is
+    switched off.  (A C array typed ``'C'`` in one signature and ``'A'`` in another of the
+    same rank would make the call ambiguous: the contiguous form is 2-D, the strided 5-D.)
     """
     sig = tuple(
-        typeof(a).copy(layout="A", readonly=True) if i in inputs else typeof(a) for i, a in enumerate(args)
+        typeof(a).copy(layout="C" if i in contiguous else "A", readonly=True) if i in inputs else typeof(a)
+        for i, a in enumerate(args)
     )
     with _COMPILE_LOCK:
         if sig not in kernel.overloads:
@@ -57,130 +80,282 @@ def launch(kernel, *args, inputs=()):
     return kernel(*args)
 
 
+# ------------------------------------------------------------------ low-level helpers -----
+@intrinsic
+def _prefetch(typingctx, arr, index):
+    """Ask the CPU to fetch the cache line of ``arr[index]`` (``index``: a tuple with one
+    in-bounds int per dimension).  ``llvm.prefetch``: a hint, no effect on results."""
+    if not isinstance(arr, types.Array) or not isinstance(index, types.BaseTuple) or len(index) != arr.ndim:
+        return None
+
+    def codegen(context, builder, signature, args):
+        aryty, idxty = signature.args
+        ary = context.make_array(aryty)(context, builder, args[0])
+        idx = [context.cast(builder, v, t, types.intp) for v, t in zip(cgutils.unpack_tuple(builder, args[1]), idxty)]
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, idx, wraparound=False)
+        i8p = builder.bitcast(ptr, ir.IntType(8).as_pointer())
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p.type, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        builder.call(fn, [i8p, i32(0), i32(3), i32(1)])  # read, keep in all cache levels, data
+        return context.get_dummy_value()
+
+    return types.void(arr, index), codegen
+
+
+@intrinsic
+def _ctz(typingctx, v):
+    """The number of trailing zero bits of a non-zero ``uint64`` (``tzcnt``)."""
+    if v != types.uint64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.cttz(args[0], ir.IntType(1)(1))
+
+    return types.int64(v), codegen
+
+
+def _segment(P, pcode, line, b, x, y, z0, z1, C, buf):
+    """Voxels ``z0:z1`` of source line ``(b, x, y)`` as a flat ``((z1 - z0) * C,)`` array:
+    a view of a contiguous input, else ``buf`` filled with the converted values."""
+
+
+def _offset(O, ocode, line, b, x, y, z, ch, K):
+    """``float64(offsets[b, x, y, z, ch])`` (``K = 3L`` channels)."""
+
+
+def _prefetch_offset(O, line, b, x, y, z, ch, K):
+    """Prefetch the cache line holding ``offsets[b, x, y, z, ch]``."""
+
+
+@overload(_segment)
+def _segment_impl(P, pcode, line, b, x, y, z0, z1, C, buf):
+    if P.ndim == 2:
+
+        def contiguous(P, pcode, line, b, x, y, z0, z1, C, buf):
+            return P[line, z0 * C : z1 * C]
+
+        return contiguous
+
+    def strided(P, pcode, line, b, x, y, z0, z1, C, buf):
+        k = 0
+        for z in range(z0, z1):
+            for c in range(C):
+                buf[k] = load_f64(P, (b, x, y, z, c), pcode)
+                k += 1
+        return buf[:k]
+
+    return strided
+
+
+@overload(_offset)
+def _offset_impl(O, ocode, line, b, x, y, z, ch, K):
+    if O.ndim == 2:
+
+        def contiguous(O, ocode, line, b, x, y, z, ch, K):
+            return np.float64(O[line, z * K + ch])
+
+        return contiguous
+
+    def strided(O, ocode, line, b, x, y, z, ch, K):
+        return load_f64(O, (b, x, y, z, ch), ocode)
+
+    return strided
+
+
+@overload(_prefetch_offset)
+def _prefetch_offset_impl(O, line, b, x, y, z, ch, K):
+    if O.ndim == 2:
+
+        def contiguous(O, line, b, x, y, z, ch, K):
+            _prefetch(O, (line, z * K + ch))
+
+        return contiguous
+
+    def strided(O, line, b, x, y, z, ch, K):
+        _prefetch(O, (b, x, y, z, ch))
+
+    return strided
+
+
 @njit(inline="always", cache=True)
-def _row_range(c, nchunks, B, X, by_batch):
-    """Source rows ``[r0, r1)`` (row = b * X + x) of chunk ``c``."""
-    if by_batch:
-        return (c * B // nchunks) * X, ((c + 1) * B // nchunks) * X
-    R = B * X
-    return c * R // nchunks, (c + 1) * R // nchunks
+def _channels(l, L, landmark_major):
+    """The offset channels ``(x, y, z)`` of landmark ``l``."""
+    if landmark_major:
+        return 3 * l, 3 * l + 1, 3 * l + 2
+    return l, L + l, 2 * L + l
 
 
+# ------------------------------------------------------------------------ scatter ---------
 @njit(parallel=True, cache=True)
-def aggregate_cpu(P, pcode, O, ocode, thr, L, landmark_major, linear, out, priv, ranges, nchunks, ngroups, by_batch):
-    """Scatter the votes of ``P`` (B, X, Y, Z, L+1) / ``O`` (B, X, Y, Z, 3L) into ``out``.
+def aggregate_cpu(P, pcode, O, ocode, thr_scan, dims, L, landmark_major, linear, out, bounds, resume,
+                  didx, dval, dcount):
+    """Scatter the votes of ``P`` / ``O`` (see the module docstring for their two forms)
+    into ``out``, the flat C-order ``(B, L, X, Y, Z)`` float32 heatmaps.
 
-    ``out`` (B, L, X, Y, Z) float32 must be zero on entry; ``priv`` (nchunks-1, L, X, Y, Z)
-    zero; ``ranges`` (nchunks, L, 2) int64 filled with (X, -1).
+    ``thr_scan``: the threshold in the scan's dtype (for float32 input the smallest float32
+    >= the threshold, which decides every value exactly as the float64 threshold); ``dims = (B, X, Y, Z)``; ``bounds``
+    ``(nchunks + 1,)`` the chunks' source rows ``b * X + x``; ``resume[c]`` the first line
+    ``(b * X + x) * Y + y`` chunk ``c`` still has to scan (updated); ``didx`` / ``dval``
+    ``(nchunks, cap)`` the deferred lists and ``dcount`` their lengths (updated).
     """
-    B, X, Y, Z = P.shape[0], P.shape[1], P.shape[2], P.shape[3]
+    B, X, Y, Z = dims[0], dims[1], dims[2], dims[3]
+    C = L + 1
+    K = 3 * L
     fX, fY, fZ = np.float64(X), np.float64(Y), np.float64(Z)
-    for item in prange(nchunks * ngroups):
-        c = item // ngroups
-        g = item % ngroups
-        l0 = g * L // ngroups
-        l1 = (g + 1) * L // ngroups
-        r0, r1 = _row_range(c, nchunks, B, X, by_batch)
-        hits = np.empty(Z * (l1 - l0), np.int64)
-        for r in range(r0, r1):
-            b = r // X
-            x = r - b * X
-            private = c > 0 and b * X < r0
-            if private:
-                dst = priv[c - 1]
-            else:
-                dst = out[b]
-            for y in range(Y):
-                prow = P[b, x, y]  # (Z, L+1) and (Z, 3L) rows: 2-D indexing in the hot loops
-                orow = O[b, x, y]
-                # Pass 1, tight and branch-free: the (z, l) of the row's votes (most rows
-                # of real outputs hold none).
+    nchunks = bounds.size - 1
+    cap = didx.shape[1]
+    seg = min(Z, SEG)
+    per_seg = seg * L * (8 if linear else 1)  # most entries one segment can add
+    NB = (64 // C) * C  # 0 when C > 64: the plain scan below
+    chan = np.uint64(0)  # mask of the landmark channels in a block
+    for j in range(NB):
+        if j % C:
+            chan |= np.uint64(1) << np.uint64(j)
+    for c in prange(nchunks):
+        vz = np.empty(seg * L, np.int64)
+        vl = np.empty(seg * L, np.int64)
+        tidx = np.empty(per_seg, np.int64)
+        tw = np.empty(per_seg, np.float32)
+        buf = np.empty(seg * C, np.float64)
+        lo = np.float64(bounds[c])
+        hi = np.float64(bounds[c + 1])
+        line = resume[c]
+        line_end = bounds[c + 1] * Y
+        d = dcount[c]
+        while line < line_end:
+            if nchunks > 1 and d + Z * L * (8 if linear else 1) > cap:
+                break  # the deferred list could overflow in this line: next round
+            row = line // Y
+            y = line - row * Y
+            b = row // X
+            x = row - b * X
+            fb = np.float64(b)
+            for z0 in range(0, Z, seg):
+                z1 = min(z0 + seg, Z)
+                vals = _segment(P, pcode, line, b, x, y, z0, z1, C, buf)
+                n = vals.size
+                # 1. the votes of the segment (z, l), their offsets prefetched
+                nv = 0
+                if NB:
+                    for s in range(0, n, NB):
+                        blk = vals[s : min(s + NB, n)]
+                        bits = np.uint64(0)
+                        for j in range(blk.size):
+                            bits |= np.uint64(blk[j] >= thr_scan) << np.uint64(j)
+                        bits &= chan
+                        while bits:
+                            j = _ctz(bits)
+                            bits &= bits - np.uint64(1)
+                            q = (s + j) // C
+                            z = z0 + q
+                            l = s + j - q * C - 1
+                            vz[nv] = z
+                            vl[nv] = l
+                            nv += 1
+                            cx, cy, cz = _channels(l, L, landmark_major)
+                            _prefetch_offset(O, line, b, x, y, z, cx, K)
+                            _prefetch_offset(O, line, b, x, y, z, cz, K)
+                else:
+                    for q in range(z1 - z0):
+                        for l in range(L):
+                            if vals[q * C + l + 1] >= thr_scan:
+                                vz[nv] = z0 + q
+                                vl[nv] = l
+                                nv += 1
+                # 2. targets and weights: owned ones to (tidx, tw), others deferred
                 k = 0
-                for z in range(Z):
-                    for l in range(l0, l1):
-                        hits[k] = z * L + l
-                        k += load_f64(prow, (z, l + 1), pcode) >= thr  # NaN never votes
-                # Pass 2: the votes only.
-                for h in range(k):
-                    j = hits[h]
-                    z = j // L
-                    l = j - z * L
-                    p = load_f64(prow, (z, l + 1), pcode)
-                    if landmark_major:
-                        ox = load_f64(orow, (z, 3 * l), ocode)
-                        oy = load_f64(orow, (z, 3 * l + 1), ocode)
-                        oz = load_f64(orow, (z, 3 * l + 2), ocode)
-                    else:
-                        ox = load_f64(orow, (z, l), ocode)
-                        oy = load_f64(orow, (z, L + l), ocode)
-                        oz = load_f64(orow, (z, 2 * L + l), ocode)
-                    tx = x + ox
-                    ty = y + oy
-                    tz = z + oz
-                    # Range checks in float first (NaN fails them), integers after.
-                    if not (tx > -1.0 and tx < fX and ty > -1.0 and ty < fY and tz > -1.0 and tz < fZ):
-                        continue
+                for i in range(nv):
+                    z = vz[i]
+                    l = vl[i]
+                    cx, cy, cz = _channels(l, L, landmark_major)
+                    p = np.float64(vals[(z - z0) * C + l + 1])
+                    tx = x + _offset(O, ocode, line, b, x, y, z, cx, K)
+                    ty = y + _offset(O, ocode, line, b, x, y, z, cy, K)
+                    tz = z + _offset(O, ocode, line, b, x, y, z, cz, K)
+                    base = np.float64(b * L + l) * fX
                     if not linear:
-                        ix = int(math.floor(tx + 0.5))
-                        iy = int(math.floor(ty + 0.5))
-                        iz = int(math.floor(tz + 0.5))
-                        if ix < 0 or ix >= X or iy < 0 or iy >= Y or iz < 0 or iz >= Z:
+                        # branch-free (a branch on offsets that miss the cache would stop
+                        # the next votes' loads); indices computed exactly in float64
+                        fx = np.floor(tx + 0.5)
+                        fy = np.floor(ty + 0.5)
+                        fz = np.floor(tz + 0.5)
+                        ok = (fx >= 0.0) & (fx < fX) & (fy >= 0.0) & (fy < fY) & (fz >= 0.0) & (fz < fZ)
+                        trow = fb * fX + fx
+                        own = (trow >= lo) & (trow < hi)
+                        f = ((base + fx) * fY + fy) * fZ + fz
+                        t = int(f) if ok else 0
+                        w = np.float32(p)
+                        tidx[k] = t
+                        tw[k] = w
+                        k += ok & own
+                        if nchunks > 1:
+                            didx[c, d] = t
+                            dval[c, d] = w
+                            d += ok & (not own)
+                        continue
+                    if not (tx > -1.0 and tx < fX and ty > -1.0 and ty < fY and tz > -1.0 and tz < fZ):
+                        continue  # NaN fails too
+                    fx0 = np.floor(tx)
+                    fy0 = np.floor(ty)
+                    fz0 = np.floor(tz)
+                    wx1 = tx - fx0
+                    wy1 = ty - fy0
+                    wz1 = tz - fz0
+                    ix0 = int(fx0)
+                    iy0 = int(fy0)
+                    iz0 = int(fz0)
+                    for dx in range(2):
+                        ix = ix0 + dx
+                        if ix < 0 or ix >= X:
                             continue
-                        dst[l, ix, iy, iz] += np.float32(p)
-                        if private:
-                            if ix < ranges[c, l, 0]:
-                                ranges[c, l, 0] = ix
-                            if ix > ranges[c, l, 1]:
-                                ranges[c, l, 1] = ix
-                    else:
-                        fx0 = math.floor(tx)
-                        fy0 = math.floor(ty)
-                        fz0 = math.floor(tz)
-                        wx1 = tx - fx0
-                        wy1 = ty - fy0
-                        wz1 = tz - fz0
-                        ix0 = int(fx0)
-                        iy0 = int(fy0)
-                        iz0 = int(fz0)
-                        for dx in range(2):
-                            ix = ix0 + dx
-                            if ix < 0 or ix >= X:
+                        trow = b * X + ix
+                        own = trow >= bounds[c] and trow < bounds[c + 1]
+                        wx = wx1 if dx else 1.0 - wx1
+                        for dy in range(2):
+                            iy = iy0 + dy
+                            if iy < 0 or iy >= Y:
                                 continue
-                            wx = wx1 if dx else 1.0 - wx1
-                            if private:
-                                if ix < ranges[c, l, 0]:
-                                    ranges[c, l, 0] = ix
-                                if ix > ranges[c, l, 1]:
-                                    ranges[c, l, 1] = ix
-                            for dy in range(2):
-                                iy = iy0 + dy
-                                if iy < 0 or iy >= Y:
+                            wxy = wx * (wy1 if dy else 1.0 - wy1)
+                            for dz in range(2):
+                                iz = iz0 + dz
+                                if iz < 0 or iz >= Z:
                                     continue
-                                wxy = wx * (wy1 if dy else 1.0 - wy1)
-                                for dz in range(2):
-                                    iz = iz0 + dz
-                                    if iz < 0 or iz >= Z:
-                                        continue
-                                    w = wxy * (wz1 if dz else 1.0 - wz1)
-                                    dst[l, ix, iy, iz] += np.float32(p * w)
+                                t = (((b * L + l) * X + ix) * Y + iy) * Z + iz
+                                w = np.float32(p * (wxy * (wz1 if dz else 1.0 - wz1)))
+                                if own:
+                                    tidx[k] = t
+                                    tw[k] = w
+                                    k += 1
+                                else:
+                                    didx[c, d] = t
+                                    dval[c, d] = w
+                                    d += 1
+                # 3. add the owned votes
+                for i in range(k):
+                    out[tidx[i]] += tw[i]
+            line += 1
+        resume[c] = line
+        dcount[c] = d
 
 
 @njit(parallel=True, cache=True)
-def fold_private(out, priv, ranges, nchunks, X, Y, Z):
-    """Add each private buffer into ``out`` over the x-range its chunk wrote."""
-    L = out.shape[1]
-    B = out.shape[0]
-    for c in range(1, nchunks):
-        b = (c * (B * X) // nchunks) // X
-        for l in range(L):
-            x0 = ranges[c, l, 0]
-            x1 = ranges[c, l, 1]
-            if x1 < x0:
-                continue
-            for x in prange(x0, x1 + 1):
-                for y in range(Y):
-                    for z in range(Z):
-                        out[b, l, x, y, z] += priv[c - 1, l, x, y, z]
+def apply_deferred(out, dims, L, bounds, didx, dval, dcount):
+    """Add the deferred votes: owner ``o`` adds, in parallel with the other owners, every
+    entry of the other chunks' lists whose target row ``b * X + x`` it owns."""
+    X, Y, Z = dims[1], dims[2], dims[3]
+    nchunks = bounds.size - 1
+    for o in prange(nchunks):
+        r0 = bounds[o]
+        r1 = bounds[o + 1]
+        for c in range(nchunks):
+            for i in range(dcount[c]):
+                t = didx[c, i]
+                q = t // (Y * Z)  # (b * L + l) * X + x
+                bl = q // X
+                row = (bl // L) * X + (q - bl * X)
+                if row >= r0 and row < r1:
+                    out[t] += dval[c, i]
 
 
 @njit(parallel=True, cache=True)
