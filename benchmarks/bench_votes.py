@@ -35,13 +35,17 @@ question's vectorised `tf.where`/`tf.gather_nd` filter followed by `tf.tensor_sc
 mapped when first written, so a heatmap that receives votes only near the landmarks costs
 only those pages.
 
-CPU kernel: one pass over `probs`; each (b, x, y) row is first scanned by a tight,
-branch-free loop that lists its votes, then only the votes are processed (their three
-offsets read, the target range-checked in float64, then splatted).  The source rows are split
-between the threads; only the batch item shared by two threads goes through a private buffer
-(lazily mapped, folded into the output over the x-range it was written), so peak extra memory
-stays within 1x the output beyond the output itself.  `heatmap_peaks` uses NumPy's SIMD
-`argmax` on contiguous NaN-free heatmaps and a parallel Numba row scan otherwise.
+CPU kernel: one pass over `probs`.  Contiguous float32/float64 inputs are scanned as flat
+(b, x, y) lines of Z*(L+1) numbers: a vectorised compare builds a 64-bit vote mask per block
+of whole voxels (background channel masked out), `tzcnt` lists the votes, and only the
+offsets of voting voxels are read (prefetched as the votes are found; the targets are then
+computed branch-free, so the cache misses of scattered votes overlap).  Strided, F-ordered
+and float16/bfloat16 inputs run the same kernel through a small float64 segment buffer.
+Each thread owns the heatmap rows of its source rows; votes crossing to another thread's
+rows go to a deferred list (bounded, lazily mapped: at most half the output's bytes) that
+the owners add afterwards, so there are no atomics and no copies of the output and peak
+extra memory stays within 1x the output.  `heatmap_peaks` uses NumPy's SIMD `argmax` on
+contiguous NaN-free heatmaps and a parallel Numba row scan otherwise.
 
 CUDA path, on paper (no GPU here; H100 at ~3.35 TB/s HBM3): the kernel reads `probs` once
 (300^3 x 4 x 4 B = 432 MB, coalesced: a warp reads 32 consecutive voxels = 512 contiguous
