@@ -226,18 +226,20 @@ def test_deferred_list_overflow_runs_more_rounds(monkeypatch):
     offsets[: 8, ..., 0] += 8.0  # the first half votes into the second half's rows
     real = _api.work_split
     calls = []
-
-    def split(B, X, Y, threads):
-        calls.append(1)
-        return real(B, X, Y, 2)
-
-    monkeypatch.setattr(_api, "work_split", split)
-    monkeypatch.setattr(_api, "_DEFERRED_FRACTION", 200)  # lists of out.size // 400 entries
     before = numba.get_num_threads()
     try:
         numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
-        for splat in ("nearest", "linear"):
-            check_votes(probs, offsets, "cpu", splat=splat, threshold=0.3)
+        for nchunks in (2, 3):  # 3: more chunks than threads, the owner filter of the lists
+
+            def split(B, X, Y, threads, nchunks=nchunks):
+                calls.append(1)
+                return real(B, X, Y, nchunks)
+
+            monkeypatch.setattr(_api, "work_split", split)
+            for fraction in (2, 200):  # 200: lists of one line, many rounds
+                monkeypatch.setattr(_api, "_DEFERRED_FRACTION", fraction)
+                for splat in ("nearest", "linear"):
+                    check_votes(probs, offsets, "cpu", splat=splat, threshold=0.3)
     finally:
         numba.set_num_threads(before)
     assert calls

@@ -349,6 +349,12 @@ def apply_deferred(out, dims, L, bounds, didx, dval, dcount):
         r0 = bounds[o]
         r1 = bounds[o + 1]
         for c in range(nchunks):
+            if c == o:
+                continue  # a chunk never defers a vote to itself
+            if nchunks == 2:  # every entry of the other list is o's: no divisions
+                for i in range(dcount[c]):
+                    out[didx[c, i]] += dval[c, i]
+                continue
             for i in range(dcount[c]):
                 t = didx[c, i]
                 q = t // (Y * Z)  # (b * L + l) * X + x
