@@ -394,12 +394,12 @@ def _arg_type(a, role):
     return types.Array(from_dtype(a.dtype), a.ndim, layout, readonly=role != "w")
 
 
-def _call(pyfunc, roles, *args, parallel=True):
+def _call(pyfunc, roles, *args, parallel=True, fastmath=False):
     sig = tuple(_arg_type(a, r) for a, r in zip(args, roles))
     key = (pyfunc.__name__, sig)
     disp = _SPECIALISED.get(key)
     if disp is None:
-        disp = njit(sig, parallel=parallel, cache=True)(pyfunc)
+        disp = njit(sig, parallel=parallel, cache=True, fastmath=fastmath)(pyfunc)
         _SPECIALISED[key] = disp
     return disp(*args)
 
@@ -412,7 +412,8 @@ def pac_forward(x, xc, g, gc, w, b, has_bias, ks, st, lo, dl, normalize, out):
 def pac_backward(go, gu, x, xc, g, gc, w, ks, st, lo, dl, normalize, gx, gg, gw_part, gb_part):
     return _call(_pac_backward, ("r", "", "r", "", "r", "", "c", "c", "c", "c", "c", "", "", "w", "w", "w", "w"),
                  go, gu, x, xc, g, gc, w, ks, st, lo, dl, normalize, np.int64(gw_part.shape[0]), gx, gg, gw_part,
-                 gb_part)
+                 gb_part,
+                 fastmath={"reassoc", "contract"})
 
 
 def count_nonfinite(a, code):
