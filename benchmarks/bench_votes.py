@@ -35,12 +35,15 @@ question's vectorised `tf.where`/`tf.gather_nd` filter followed by `tf.tensor_sc
 mapped when first written, so a heatmap that receives votes only near the landmarks costs
 only those pages.
 
-CPU kernel: one pass over `probs`.  Contiguous float32/float64 inputs are scanned as flat
+CPU kernel: one pass over `probs`.  Contiguous float32/float64 inputs (and float16/bfloat16,
+as their uint16 bits compared against the bit range [smallest half >= threshold, +inf], for a
+threshold > 0) are scanned as flat
 (b, x, y) lines of Z*(L+1) numbers: a vectorised compare builds a 64-bit vote mask per block
 of whole voxels (background channel masked out), `tzcnt` lists the votes, and only the
 offsets of voting voxels are read (prefetched as the votes are found; the targets are then
-computed branch-free, so the cache misses of scattered votes overlap).  Strided, F-ordered
-and float16/bfloat16 inputs run the same kernel through a small float64 segment buffer.
+computed branch-free, so the cache misses of scattered votes overlap).  Strided and F-ordered
+inputs (and half precision with a threshold <= 0) run the same kernel through a small float64
+segment buffer.
 Each thread owns the heatmap rows of its source rows; votes crossing to another thread's
 rows go to a deferred list (bounded, lazily mapped: at most half the output's bytes) that
 the owners add afterwards, so there are no atomics and no copies of the output and peak

@@ -281,6 +281,114 @@ def test_float32_threshold_between_float32_values():
         np.testing.assert_array_equal(got, want.astype(np.float32))
 
 
+
+HALF_DTYPES = [np.float16] + ([BF16] if BF16 is not None else [])
+
+
+def _spy_paths(monkeypatch):
+    """Record, per aggregate_cpu launch, whether the contiguous (2-D) fast path ran."""
+    import numvox.votes._cpu as cpu
+
+    paths = []
+    real = cpu.launch
+
+    def spy(kernel, *args, **kw):
+        if kernel is cpu.aggregate_cpu:
+            paths.append("contiguous" if args[0].ndim == 2 else "strided")
+        return real(kernel, *args, **kw)
+
+    monkeypatch.setattr(cpu, "launch", spy)
+    return paths
+
+
+@pytest.mark.parametrize("pdt,odt", [(d, d) for d in HALF_DTYPES] + [(np.float16, np.float32), (np.float32, np.float16)]
+                         + ([(BF16, np.float64), (np.float16, BF16)] if BF16 is not None else []))
+def test_half_contiguous_and_strided_paths_agree(monkeypatch, pdt, odt):
+    """C-contiguous float16 / bfloat16 inputs (also mixed with float32/float64) take the
+    contiguous bit-scan path, with results bit-identical to the strided path on the same data."""
+    rng = np.random.default_rng(19)
+    probs, _ = make_inputs(rng, (11, 9, 70), 3, spread=5.0, dtype=pdt)
+    _, offsets = make_inputs(rng, (11, 9, 70), 3, spread=5.0, specials=0.01, dtype=odt)
+    probs[..., 1:][rng.random(probs[..., 1:].shape) < 0.05] = np.nan
+    probs[..., 1:][rng.random(probs[..., 1:].shape) < 0.05] = -0.0
+    probs[..., 1:][rng.random(probs[..., 1:].shape) < 0.02] = -np.inf
+    paths = _spy_paths(monkeypatch)
+    for thr in (0.5, 0.1, 1e-7):
+        for splat in ("nearest", "linear"):
+            for layout in ("axis-major", "landmark-major"):
+                del paths[:]
+                a = check_votes(probs, offsets, "cpu", threshold=thr, splat=splat, layout=layout)
+                b = check_votes(arrange(probs, "strided", rng), arrange(offsets, "F", rng), "cpu", threshold=thr,
+                                splat=splat, layout=layout)
+                assert paths == ["contiguous", "strided"]
+                np.testing.assert_array_equal(a, b)
+    # batched input too
+    del paths[:]
+    pb, ob = np.stack([probs, probs[::-1]]), np.stack([offsets, offsets[::-1]])
+    a = check_votes(pb, ob, "cpu", threshold=0.3)
+    b = check_votes(arrange(pb, "strided", rng), ob[..., ::-1][..., ::-1], "cpu", threshold=0.3)
+    assert paths[0] == "contiguous" and paths[1] == "strided"
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", HALF_DTYPES)
+def test_half_bit_threshold_is_exact_for_every_bit_pattern(dtype):
+    """``lo <= bits <= hi`` decides exactly as ``float64(value) >= thr`` for all 65536 half
+    values and thresholds at, between, below and above representable values."""
+    from numvox.votes._api import scan_threshold
+    from numvox._shared.halfprec import half_code
+
+    code = half_code(dtype)
+    bits = np.arange(65536, dtype=np.uint32).astype(np.uint16)
+    with np.errstate(invalid="ignore"):
+        vals = bits.view(dtype).astype(np.float64)
+    finite_pos = np.unique(vals[np.isfinite(vals) & (vals > 0)])
+    big = float(finite_pos[-1])
+    thrs = [0.5, 0.1, 1 / 3, 1.0, 1e-3, 5.9604644775390625e-08, 1e-8, 3e-8, 1e-40, 5e-324, 1e-45,
+            big, big * (1 + 2.0 ** -12), big * 2, 1e39, 1e300, 65504.0, 65519.0, 65520.0, 3.4e38]
+    picks = finite_pos[np.linspace(0, finite_pos.size - 1, 40).astype(int)]
+    thrs += [float(v) for v in picks] + [float(np.nextafter(v, 0)) for v in picks] + [
+        float(np.nextafter(v, np.inf)) for v in picks]
+    with np.errstate(invalid="ignore"):
+        for thr in thrs:
+            lo, hi = scan_threshold(thr, np.uint16, code)
+            got = (bits >= lo) & (bits <= hi)
+            np.testing.assert_array_equal(got, vals >= thr, err_msg=f"thr={thr!r}")
+
+
+@pytest.mark.parametrize("dtype", HALF_DTYPES)
+def test_half_threshold_edge_values(monkeypatch, dtype):
+    """Values exactly at the threshold vote, the next value below does not; NaN, -0.0,
+    negative values and -inf never vote for thr > 0, +inf always does; subnormal thresholds
+    and values; thr <= 0 falls back to the strided path (which decides signs itself)."""
+    paths = _spy_paths(monkeypatch)
+    one = np.array(1.0, dtype)
+    tiny = np.array(0, np.uint16).view(dtype)  # placeholder
+    sub1 = np.array(1, np.uint16).view(dtype)  # smallest subnormal
+    sub2 = np.array(2, np.uint16).view(dtype)
+    t = np.array(0.3, dtype)  # a representable threshold
+    below = np.nextafter(t.astype(np.float64), 0)  # not representable: rounds to t or below
+    below_h = (t.view(np.uint16) - np.uint16(1)).view(dtype)
+    above_h = (t.view(np.uint16) + np.uint16(1)).view(dtype)
+    vals = np.array([t, below_h, above_h, np.nan, -0.0, 0.0, np.inf, -np.inf, -t, sub1, sub2, one, tiny],
+                    dtype)
+    n = vals.size
+    probs = np.zeros((1, 1, n, 2), dtype)
+    probs[0, 0, :, 1] = vals
+    offsets = np.zeros((1, 1, n, 3), dtype)
+    for thr in (float(t), below, float(np.nextafter(float(t), 1)), float(sub1), float(sub2),
+                float(sub1) * 1.5, float(sub1) / 2, 1e-30, 0.0, -0.0, -1e-30, -0.5, -np.finfo(np.float64).max,
+                1e30, float(np.array(0x7BFF if dtype == np.float16 else 0x7F7F, np.uint16).view(dtype))):
+        del paths[:]
+        got = np.asarray(numvox.aggregate_votes(probs, offsets, threshold=thr, backend="cpu"))
+        want, _ = ref_votes(probs, offsets, thr)
+        np.testing.assert_array_equal(got, want.astype(np.float32), err_msg=f"thr={thr!r}")
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(want.astype(np.float32)))
+        assert paths == (["contiguous"] if thr > 0 else ["strided"]), (thr, paths)
+    got = np.asarray(numvox.aggregate_votes(probs, offsets, threshold=float(t), backend="cpu"))[0, 0, 0]
+    assert got[0] == float(t) and got[1] == 0 and got[2] == float(above_h) and got[6] == np.inf
+    assert not got[3:6].any() and not got[7:11].any()
+
 def test_work_split_memory_bound():
     from numvox.votes._api import work_split
 

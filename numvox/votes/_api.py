@@ -3,7 +3,7 @@
 import numpy as np
 
 from .._shared.arrays import Call, dask_implementation, is_dask
-from .._shared.halfprec import NATIVE, half_code, kernel_view
+from .._shared.halfprec import FLOAT16, NATIVE, half_code, kernel_view
 from .._shared.validate import check_choice, check_ndim, check_number, check_real_dtype
 
 SPLATS = ("nearest", "linear")
@@ -164,9 +164,29 @@ def work_split(B, X, Y, threads):
     return np.array([c * R // nchunks for c in range(nchunks + 1)], np.int64)
 
 
-def scan_threshold(thr, dtype):
+def scan_threshold(thr, dtype, code=NATIVE):
     """The threshold in the scan's dtype: for float32 data the smallest float32 ``t >= thr``,
-    so that ``v >= t`` in float32 decides exactly as ``float64(v) >= thr``."""
+    so that ``v >= t`` in float32 decides exactly as ``float64(v) >= thr``.
+
+    For half-precision bits (``code`` FLOAT16 / BFLOAT16, ``thr > 0`` only) a pair of
+    ``uint16`` ``(lo, hi)``: ``lo`` the bits of the smallest half value ``>= thr`` and
+    ``hi`` those of +inf, so that ``lo <= bits <= hi`` decides exactly as ``value >= thr``
+    (the positive values order as their bits; negative values have bit 15 set and NaNs
+    lie above +inf).  A ``thr`` above the largest finite value gives ``lo = hi``: +inf only.
+    """
+    if code != NATIVE:
+        if not thr > 0:
+            raise ValueError("the half-precision bit scan needs a positive threshold")
+        if code == FLOAT16:
+            with np.errstate(over="ignore"):
+                t = np.float16(thr)  # round to nearest (inf above the finite range)
+                if float(t) < thr:
+                    t = np.nextafter(t, np.float16(np.inf))
+            return (np.uint16(t.view(np.uint16)), np.uint16(0x7C00))
+        t32 = scan_threshold(thr, np.float32)  # smallest float32 >= thr (inf above the range)
+        b32 = int(np.float32(t32).view(np.uint32))
+        lo = (b32 >> 16) + (1 if b32 & 0xFFFF else 0)  # bfloat16: the upper 16 bits, rounded up
+        return (np.uint16(min(lo, 0x7F80)), np.uint16(0x7F80))
     if np.dtype(dtype) != np.float32:
         return np.float64(thr)
     with np.errstate(over="ignore"):
@@ -176,8 +196,9 @@ def scan_threshold(thr, dtype):
     return np.float32(t)
 
 
-def _contiguous_float(a):
-    return a.dtype in (np.float32, np.float64) and a.flags.c_contiguous
+def _contiguous_float(a, code=NATIVE):
+    """C-contiguous float32 / float64 data, or float16 / bfloat16 bits (``code``)."""
+    return a.flags.c_contiguous and (a.dtype in (np.float32, np.float64) or (code != NATIVE and a.dtype == np.uint16))
 
 
 def _aggregate_host(P, pcode, O, ocode, thr, L, landmark_major, linear, out5):
@@ -186,11 +207,14 @@ def _aggregate_host(P, pcode, O, ocode, thr, L, landmark_major, linear, out5):
     from ._cpu import aggregate_cpu, apply_deferred, launch
 
     B, X, Y, Z = (int(s) for s in P.shape[:4])
-    if _contiguous_float(P) and _contiguous_float(O):
-        # (B*X*Y, Z*C) views: every source line is one contiguous run (no copy)
+    # Half-precision probabilities are scanned as bits, which needs thr > 0 (at thr <= 0
+    # -0.0 and the negative values' ordering would need sign handling): strided path else.
+    if _contiguous_float(P, pcode) and _contiguous_float(O, ocode) and (pcode == NATIVE or thr > 0):
+        # (B*X*Y, Z*C) views: every source line is one contiguous run (no copy); float16 /
+        # bfloat16 stay uint16 bits, decoded only where a vote is read
         P = P.reshape(B * X * Y, Z * (L + 1))
         O = O.reshape(B * X * Y, Z * 3 * L)
-        thr_scan = scan_threshold(thr, P.dtype)
+        thr_scan = scan_threshold(thr, P.dtype, pcode)
         contiguous = (0, 2)
     else:
         thr_scan = np.float64(thr)

@@ -4,12 +4,17 @@ Input views
 -----------
 The probabilities and offsets reach the scatter kernel in one of two forms:
 
-* *contiguous* (float32 / float64, C-contiguous): 2-D views ``(B*X*Y, Z*C)`` of the
-  channels-last arrays, so a source line ``(b, x, y)`` is one contiguous run of ``Z*C``
-  numbers that the threshold scan reads as a flat vector;
-* *strided* (any other dtype, memory order or view; float16 / bfloat16 as ``uint16``
-  bits): the 5-D arrays, indexed with their own strides; the scan converts each line
-  segment into a small float64 buffer first (never a copy of the whole input).
+* *contiguous* (float32 / float64, or float16 / bfloat16 as ``uint16`` bits,
+  C-contiguous): 2-D views ``(B*X*Y, Z*C)`` of the channels-last arrays, so a source line
+  ``(b, x, y)`` is one contiguous run of ``Z*C`` numbers that the threshold scan reads as a
+  flat vector.  Half-precision probabilities (threshold > 0 only) are scanned as bits:
+  ``thr_scan = (lo, hi)``, ``lo`` the bits of the smallest half value >= the threshold and
+  ``hi`` those of +inf, so ``lo <= bits <= hi`` is exactly ``value >= threshold`` (negative
+  values have bit 15 set, NaNs lie above +inf); a vote's weight and offsets are decoded
+  from their bits when read (each array has its own code);
+* *strided* (any other dtype, memory order or view; half-precision probabilities with a
+  threshold <= 0): the 5-D arrays, indexed with their own strides; the scan converts each
+  line segment into a small float64 buffer first (never a copy of the whole input).
 
 Helpers written with ``@overload`` choose the access for each form at compile time, so the
 kernel is written once.
@@ -128,6 +133,45 @@ def _prefetch_offset(O, line, b, x, y, z, ch, K):
     """Prefetch the cache line holding ``offsets[b, x, y, z, ch]``."""
 
 
+def _weight(P, pcode, vals, i):
+    """``float64`` of the probability ``vals[i]`` of a segment from :func:`_segment`."""
+
+
+def _passes(v, thr_scan):
+    """Whether the scanned value ``v`` votes: ``v >= thr_scan`` for float data; for
+    half-precision bits ``thr_scan = (lo, hi)`` and ``lo <= v <= hi``."""
+
+
+@overload(_weight)
+def _weight_impl(P, pcode, vals, i):
+    if P.ndim == 2:
+
+        def contiguous(P, pcode, vals, i):
+            return load_f64(vals, i, pcode)  # float16 / bfloat16 bits decoded
+
+        return contiguous
+
+    def strided(P, pcode, vals, i):
+        return vals[i]  # already float64
+
+    return strided
+
+
+@overload(_passes)
+def _passes_impl(v, thr_scan):
+    if isinstance(thr_scan, types.BaseTuple):
+
+        def bits(v, thr_scan):
+            return (v >= thr_scan[0]) & (v <= thr_scan[1])
+
+        return bits
+
+    def plain(v, thr_scan):
+        return v >= thr_scan
+
+    return plain
+
+
 @overload(_segment)
 def _segment_impl(P, pcode, line, b, x, y, z0, z1, C, buf):
     if P.ndim == 2:
@@ -153,7 +197,7 @@ def _offset_impl(O, ocode, line, b, x, y, z, ch, K):
     if O.ndim == 2:
 
         def contiguous(O, ocode, line, b, x, y, z, ch, K):
-            return np.float64(O[line, z * K + ch])
+            return load_f64(O, (line, z * K + ch), ocode)  # half precision: decoded bits
 
         return contiguous
 
@@ -194,7 +238,8 @@ def aggregate_cpu(P, pcode, O, ocode, thr_scan, dims, L, landmark_major, linear,
     into ``out``, the flat C-order ``(B, L, X, Y, Z)`` float32 heatmaps.
 
     ``thr_scan``: the threshold in the scan's dtype (for float32 input the smallest float32
-    >= the threshold, which decides every value exactly as the float64 threshold); ``dims = (B, X, Y, Z)``; ``bounds``
+    >= the threshold, which decides every value exactly as the float64 threshold; for
+    contiguous half-precision bits the ``uint16`` pair ``(lo, hi)``, see the module docstring); ``dims = (B, X, Y, Z)``; ``bounds``
     ``(nchunks + 1,)`` the chunks' source rows ``b * X + x``; ``resume[c]`` the first line
     ``(b * X + x) * Y + y`` chunk ``c`` still has to scan (updated); ``didx`` / ``dval``
     ``(nchunks, cap)`` the deferred lists and ``dcount`` their lengths (updated).
@@ -242,7 +287,7 @@ def aggregate_cpu(P, pcode, O, ocode, thr_scan, dims, L, landmark_major, linear,
                         blk = vals[s : min(s + NB, n)]
                         bits = np.uint64(0)
                         for j in range(blk.size):
-                            bits |= np.uint64(blk[j] >= thr_scan) << np.uint64(j)
+                            bits |= np.uint64(_passes(blk[j], thr_scan)) << np.uint64(j)
                         bits &= chan
                         while bits:
                             j = _ctz(bits)
@@ -259,7 +304,7 @@ def aggregate_cpu(P, pcode, O, ocode, thr_scan, dims, L, landmark_major, linear,
                 else:
                     for q in range(z1 - z0):
                         for l in range(L):
-                            if vals[q * C + l + 1] >= thr_scan:
+                            if _passes(vals[q * C + l + 1], thr_scan):
                                 vz[nv] = z0 + q
                                 vl[nv] = l
                                 nv += 1
@@ -269,7 +314,7 @@ def aggregate_cpu(P, pcode, O, ocode, thr_scan, dims, L, landmark_major, linear,
                     z = vz[i]
                     l = vl[i]
                     cx, cy, cz = _channels(l, L, landmark_major)
-                    p = np.float64(vals[(z - z0) * C + l + 1])
+                    p = _weight(P, pcode, vals, (z - z0) * C + l + 1)
                     tx = x + _offset(O, ocode, line, b, x, y, z, cx, K)
                     ty = y + _offset(O, ocode, line, b, x, y, z, cy, K)
                     tz = z + _offset(O, ocode, line, b, x, y, z, cz, K)
