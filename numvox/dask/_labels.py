@@ -56,19 +56,6 @@ def _faces(loc, num):
     return tuple((bool(loc[a] == 0), bool(loc[a] == num[a] - 1)) for a in range(3))
 
 
-def _zero_true_faces(out, faces):
-    for a in range(3):
-        if out.shape[a] == 0:
-            continue
-        idx = [slice(None)] * 3
-        if faces[a][0]:
-            idx[a] = 0
-            out[tuple(idx)] = 0
-        if faces[a][1]:
-            idx[a] = out.shape[a] - 1
-            out[tuple(idx)] = 0
-
-
 def block_labels(block, faces, border="inside", backend=None):
     """Labels of the core of a haloed block (see the module notes)."""
     if isinstance(block, np.ndarray) and backend in (None, "cpu"):
@@ -81,6 +68,8 @@ def block_labels(block, faces, border="inside", backend=None):
     core = tuple(slice(0 if lo else 1, None if hi else -1) for lo, hi in faces)
     lab = lab[core].copy()
     if border == "zero":
+        from numvox.labels._api import _zero_true_faces
+
         _zero_true_faces(lab, faces)
     return lab
 
