@@ -29,39 +29,14 @@ import math
 import numpy as np
 
 from numvox._shared.halfprec import kernel_view
-from numvox._shared.validate import check_choice, check_number, check_real_dtype
+from numvox._shared.validate import check_choice, check_number
+
+from numvox.votes._api import check_vote_inputs
 
 from ._common import as_dask, assemble, bounds, dask_array, drop_empty_chunks, store_out, to_host
 
 SPLATS = ("nearest", "linear")
 LAYOUTS = ("axis-major", "landmark-major")
-
-
-def _validate(P, O):
-    check_real_dtype(P, "probs")
-    check_real_dtype(O, "offsets")
-    if P.ndim not in (4, 5):
-        raise ValueError(f"probs has shape {tuple(P.shape)} ({P.ndim}-D); expected (X, Y, Z, L+1) or (B, X, Y, Z, L+1)")
-    if O.ndim != P.ndim:
-        raise ValueError(
-            f"offsets has shape {tuple(O.shape)} but probs has shape {tuple(P.shape)}; "
-            "both must be (X, Y, Z, C) or both (B, X, Y, Z, C)"
-        )
-    if tuple(O.shape[:-1]) != tuple(P.shape[:-1]):
-        raise ValueError(
-            f"probs and offsets must agree in all but the channel axis: probs has "
-            f"{tuple(P.shape)}, offsets has {tuple(O.shape)}"
-        )
-    C = int(P.shape[-1])
-    if C < 2:
-        raise ValueError(f"probs has {C} channel(s) (shape {tuple(P.shape)}); expected L+1 >= 2")
-    L = C - 1
-    if int(O.shape[-1]) != 3 * L:
-        raise ValueError(
-            f"offsets has {O.shape[-1]} channels (shape {tuple(O.shape)}); expected 3*L = {3 * L} "
-            f"for the L = {L} landmarks of probs"
-        )
-    return L
 
 
 def _min_chunks(chunks, h):
@@ -111,7 +86,7 @@ def aggregate_votes(probs, offsets, *, threshold=0.5, splat="nearest", offset_la
     P = as_dask(probs, "probs")
     O = offsets if hasattr(offsets, "dask") else None
     O = as_dask(offsets, "offsets", required=False) if O is None else O
-    L = _validate(P, O)
+    L = check_vote_inputs(P, O)
     thr = check_number(threshold, "threshold")
     check_choice(splat, "splat", SPLATS)
     check_choice(offset_layout, "offset_layout", LAYOUTS)

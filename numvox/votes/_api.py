@@ -98,31 +98,7 @@ def aggregate_votes(
         )
     call = Call(backend, probs=probs, offsets=offsets)
     P, O = call["probs"], call["offsets"]
-    check_real_dtype(P, "probs")
-    check_real_dtype(O, "offsets")
-    check_ndim(P, "probs", (4, 5), "(X, Y, Z, L+1) or (B, X, Y, Z, L+1)")
-    if len(O.shape) != len(P.shape):
-        raise ValueError(
-            f"offsets has shape {tuple(O.shape)} but probs has shape {tuple(P.shape)}; "
-            "both must be (X, Y, Z, C) or both (B, X, Y, Z, C)"
-        )
-    if tuple(O.shape[:-1]) != tuple(P.shape[:-1]):
-        raise ValueError(
-            f"probs and offsets must agree in all but the channel axis: probs has "
-            f"{tuple(P.shape)}, offsets has {tuple(O.shape)}"
-        )
-    C = int(P.shape[-1])
-    if C < 2:
-        raise ValueError(
-            f"probs has {C} channel(s) (shape {tuple(P.shape)}); expected L+1 >= 2 "
-            "(background + at least one landmark)"
-        )
-    L = C - 1
-    if int(O.shape[-1]) != 3 * L:
-        raise ValueError(
-            f"offsets has {O.shape[-1]} channels (shape {tuple(O.shape)}); expected 3*L = {3 * L} "
-            f"for the L = {L} landmarks of probs"
-        )
+    L = check_vote_inputs(P, O)
     thr = check_number(threshold, "threshold")
     check_choice(splat, "splat", SPLATS)
     check_choice(offset_layout, "offset_layout", LAYOUTS)
@@ -150,6 +126,37 @@ def aggregate_votes(
 
         aggregate_cuda(Pk, pcode, Ok, ocode, thr, L, landmark_major, linear, res5)
     return call.wrap(res)
+
+
+def check_vote_inputs(P, O):
+    """Check ``probs`` / ``offsets`` shapes and dtypes (also used by :mod:`numvox.dask`);
+    return the number of landmarks ``L``."""
+    check_real_dtype(P, "probs")
+    check_real_dtype(O, "offsets")
+    check_ndim(P, "probs", (4, 5), "(X, Y, Z, L+1) or (B, X, Y, Z, L+1)")
+    if len(O.shape) != len(P.shape):
+        raise ValueError(
+            f"offsets has shape {tuple(O.shape)} but probs has shape {tuple(P.shape)}; "
+            "both must be (X, Y, Z, C) or both (B, X, Y, Z, C)"
+        )
+    if tuple(O.shape[:-1]) != tuple(P.shape[:-1]):
+        raise ValueError(
+            f"probs and offsets must agree in all but the channel axis: probs has "
+            f"{tuple(P.shape)}, offsets has {tuple(O.shape)}"
+        )
+    C = int(P.shape[-1])
+    if C < 2:
+        raise ValueError(
+            f"probs has {C} channel(s) (shape {tuple(P.shape)}); expected L+1 >= 2 "
+            "(background + at least one landmark)"
+        )
+    L = C - 1
+    if int(O.shape[-1]) != 3 * L:
+        raise ValueError(
+            f"offsets has {O.shape[-1]} channels (shape {tuple(O.shape)}); expected 3*L = {3 * L} "
+            f"for the L = {L} landmarks of probs"
+        )
+    return L
 
 
 def work_split(B, X, Y, threads):
