@@ -111,39 +111,29 @@ def cases(quick, backend):
     chunk_note = f"{n}^3 float32 ({mib:.0f} MiB) in {(n // c) ** 3} chunks of {c}^3, Zarr -> Zarr"
     cluster = client = None
     try:
-        cluster, client = start(LIMITS["labels"])
-        run = _Run(client, lambda: nd.descent_labels(x()), os.path.join(tmp, "labels.zarr"), chunk_note,
-                   LIMITS["labels"])
-        case = Case(
-            f"descent_labels {n}^3 float32 on Dask (LocalCluster)",
-            numvox=run,
-            baselines=[Baseline("in-memory numvox.descent_labels (volume in RAM)",
-                                lambda: numvox.descent_labels(volume), repeat=1),
-                       Baseline("in-memory, incl. Zarr read + write",
-                                lambda: in_memory_zarr(numvox.descent_labels, os.path.join(tmp, "l2.zarr")),
-                                repeat=1)],
-            repeat=1,
-        )
-        run.case = case
-        yield case
-        client.close()
-        cluster.close()
-
-        cluster, client = start(LIMITS["basins"])
-        run = _Run(client, lambda: nd.descent_basins(x()), os.path.join(tmp, "basins.zarr"), chunk_note,
-                   LIMITS["basins"])
-        case = Case(
-            f"descent_basins {n}^3 float32 on Dask (LocalCluster)",
-            numvox=run,
-            baselines=[Baseline("in-memory numvox.descent_basins (volume in RAM)",
-                                lambda: numvox.descent_basins(volume), repeat=1),
-                       Baseline("in-memory, incl. Zarr read + write",
-                                lambda: in_memory_zarr(numvox.descent_basins, os.path.join(tmp, "b2.zarr")),
-                                repeat=1)],
-            repeat=1,
-        )
-        run.case = case
-        yield case
+        for name, dask_op, memory_op in (
+            ("labels", nd.descent_labels, numvox.descent_labels),
+            ("basins", nd.descent_basins, numvox.descent_basins),
+        ):
+            cluster, client = start(LIMITS[name])
+            run = _Run(client, lambda op=dask_op: op(x()), os.path.join(tmp, f"{name}.zarr"), chunk_note,
+                       LIMITS[name])
+            case = Case(
+                f"{memory_op.__name__} {n}^3 float32 on Dask (LocalCluster)",
+                numvox=run,
+                baselines=[Baseline(f"in-memory numvox.{memory_op.__name__} (volume in RAM)",
+                                    lambda op=memory_op: op(volume), repeat=1),
+                           Baseline("in-memory, incl. Zarr read + write",
+                                    lambda op=memory_op, name=name: in_memory_zarr(
+                                        op, os.path.join(tmp, f"{name}2.zarr")),
+                                    repeat=1)],
+                repeat=1,
+            )
+            run.case = case
+            yield case
+            client.close()
+            cluster.close()
+            cluster = client = None
         got = da.from_zarr(os.path.join(tmp, "basins.zarr")).compute(scheduler="threads")
         ref = numvox.descent_basins(volume)
         if not np.array_equal(got, ref):  # pragma: no cover - a bug
