@@ -231,9 +231,9 @@ def test_deferred_list_overflow_runs_more_rounds(monkeypatch):
         numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
         for nchunks in (2, 3):  # 3: more chunks than threads, the owner filter of the lists
 
-            def split(B, X, Y, threads, nchunks=nchunks):
+            def split(B, X, Y, threads, *profile, nchunks=nchunks):
                 calls.append(1)
-                return real(B, X, Y, nchunks)
+                return real(B, X, Y, nchunks, *profile)
 
             monkeypatch.setattr(_api, "work_split", split)
             for fraction in (2, 200):  # 200: lists of one line, many rounds
@@ -388,6 +388,43 @@ def test_half_threshold_edge_values(monkeypatch, dtype):
     got = np.asarray(numvox.aggregate_votes(probs, offsets, threshold=float(t), backend="cpu"))[0, 0, 0]
     assert got[0] == float(t) and got[1] == 0 and got[2] == float(above_h) and got[6] == np.inf
     assert not got[3:6].any() and not got[7:11].any()
+
+def test_balanced_split_matches_reference(monkeypatch):
+    """The chunks balanced by a sampled vote profile (used from ``_PROFILE_VOXELS`` on)
+    give the reference sums, for clustered votes and for every thread count."""
+    import numba
+
+    from numvox.votes import _api
+
+    monkeypatch.setattr(_api, "_PROFILE_VOXELS", 0)
+    rng = np.random.default_rng(11)
+    before = numba.get_num_threads()
+    try:
+        for threads in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS), numba.config.NUMBA_NUM_THREADS}):
+            numba.set_num_threads(threads)
+            for splat, dtype, order in (("nearest", np.float32, "C"), ("linear", np.float32, "C"),
+                                        ("nearest", np.float16, "C"), ("nearest", np.float64, "F")):
+                probs, offsets = make_inputs(rng, (23, 9, 6), 2, None, spread=4.0)
+                probs[:5, ..., 1:] += 0.6  # most votes in the first rows
+                probs, offsets = probs.astype(dtype, order=order), offsets.astype(dtype, order=order)
+                check_votes(probs, offsets, "cpu", splat=splat, threshold=0.5)
+    finally:
+        numba.set_num_threads(before)
+
+
+def test_work_split_balances_votes():
+    from numvox.votes._api import work_split
+
+    votes = np.zeros(100, np.int64)
+    votes[10:20] = 10_000  # the vote-heavy rows: both chunks get half of them
+    bounds = work_split(1, 100, 50, 2, votes, 1, 50, 4)
+    assert bounds[0] == 0 and bounds[-1] == 100 and 13 <= bounds[1] <= 17
+    votes[:] = 0
+    votes[0] = 10**9  # one row holds everything: chunks still non-empty
+    for threads in (2, 3, 7):
+        bounds = work_split(1, 100, 50, threads, votes, 1, 50, 4)
+        assert bounds[0] == 0 and bounds[-1] == 100 and np.all(np.diff(bounds) >= 1)
+
 
 def test_work_split_memory_bound():
     from numvox.votes._api import work_split

@@ -109,6 +109,27 @@ def _prefetch(typingctx, arr, index):
 
 
 @intrinsic
+def _prefetch_write(typingctx, arr, index):
+    """Like :func:`_prefetch`, for a line about to be written (``llvm.prefetch`` rw = 1)."""
+    if not isinstance(arr, types.Array) or not isinstance(index, types.BaseTuple) or len(index) != arr.ndim:
+        return None
+
+    def codegen(context, builder, signature, args):
+        aryty, idxty = signature.args
+        ary = context.make_array(aryty)(context, builder, args[0])
+        idx = [context.cast(builder, v, t, types.intp) for v, t in zip(cgutils.unpack_tuple(builder, args[1]), idxty)]
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, idx, wraparound=False)
+        i8p = builder.bitcast(ptr, ir.IntType(8).as_pointer())
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p.type, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        builder.call(fn, [i8p, i32(1), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return types.void(arr, index), codegen
+
+
+@intrinsic
 def _ctz(typingctx, v):
     """The number of trailing zero bits of a non-zero ``uint64`` (``tzcnt``)."""
     if v != types.uint64:
@@ -254,70 +275,62 @@ def aggregate_cpu(P, pcode, O, ocode, thr_scan, dims, L, landmark_major, linear,
     per_seg = seg * L * (8 if linear else 1)  # most entries one segment can add
     NB = (64 // C) * C  # 0 when C > 64: the plain scan below
     chan = np.uint64(0)  # mask of the landmark channels in a block
+    jq = np.empty(64, np.int64)  # bit j of a block: voxel jq[j], landmark jl[j] (no divisions)
+    jl = np.empty(64, np.int64)
     for j in range(NB):
+        jq[j] = j // C
+        jl[j] = j % C - 1
         if j % C:
             chan |= np.uint64(1) << np.uint64(j)
     for c in prange(nchunks):
-        vz = np.empty(seg * L, np.int64)
-        vl = np.empty(seg * L, np.int64)
-        tidx = np.empty(per_seg, np.int64)
-        tw = np.empty(per_seg, np.float32)
+        # A software pipeline over the units (line, segment) of the chunk.  In step t,
+        # C adds the votes of unit t - 2 to ``out``, B turns the votes of unit t - 1 into
+        # targets (prefetching their heatmap lines) and A finds the votes of unit t
+        # (prefetching their offsets), so every prefetch has a unit's work to arrive.
+        # A-slot u % 2 (vz / vl / vw / vn) and T-slot u % 2 (tidx / tw / tk) hold unit u.
+        vz = np.empty((2, seg * L), np.int64)
+        vl = np.empty((2, seg * L), np.int64)
+        vw = np.empty((2, seg * L), np.float64)
+        vn = np.zeros(2, np.int64)
+        pl = np.zeros(2, np.int64)  # the line of the unit in A-slot u % 2
+        has_a = np.zeros(2, np.bool_)
+        tidx = np.empty((2, per_seg), np.int64)
+        tw = np.empty((2, per_seg), np.float32)
+        tk = np.zeros(2, np.int64)
+        has_t = np.zeros(2, np.bool_)
         buf = np.empty(seg * C, np.float64)
         lo = np.float64(bounds[c])
         hi = np.float64(bounds[c + 1])
-        line = resume[c]
         line_end = bounds[c + 1] * Y
         d = dcount[c]
-        while line < line_end:
-            if nchunks > 1 and d + Z * L * (8 if linear else 1) > cap:
-                break  # the deferred list could overflow in this line: next round
-            row = line // Y
-            y = line - row * Y
-            b = row // X
-            x = row - b * X
-            fb = np.float64(b)
-            for z0 in range(0, Z, seg):
-                z1 = min(z0 + seg, Z)
-                vals = _segment(P, pcode, line, b, x, y, z0, z1, C, buf)
-                n = vals.size
-                # 1. the votes of the segment (z, l), their offsets prefetched
-                nv = 0
-                if NB:
-                    for s in range(0, n, NB):
-                        blk = vals[s : min(s + NB, n)]
-                        bits = np.uint64(0)
-                        for j in range(blk.size):
-                            bits |= np.uint64(_passes(blk[j], thr_scan)) << np.uint64(j)
-                        bits &= chan
-                        while bits:
-                            j = _ctz(bits)
-                            bits &= bits - np.uint64(1)
-                            q = (s + j) // C
-                            z = z0 + q
-                            l = s + j - q * C - 1
-                            vz[nv] = z
-                            vl[nv] = l
-                            nv += 1
-                            cx, cy, cz = _channels(l, L, landmark_major)
-                            _prefetch_offset(O, line, b, x, y, z, cx, K)
-                            _prefetch_offset(O, line, b, x, y, z, cz, K)
-                else:
-                    for q in range(z1 - z0):
-                        for l in range(L):
-                            if _passes(vals[q * C + l + 1], thr_scan):
-                                vz[nv] = z0 + q
-                                vl[nv] = l
-                                nv += 1
-                # 2. targets and weights: owned ones to (tidx, tw), others deferred
+        line = resume[c]
+        z0 = 0
+        slot = 0
+        stopped = False
+        while True:
+            # C: add unit t - 2's owned votes
+            if has_t[slot]:
+                for i in range(tk[slot]):
+                    out[tidx[slot, i]] += tw[slot, i]
+                has_t[slot] = False
+            # B: targets of unit t - 1
+            ps = 1 - slot
+            if has_a[ps]:
+                pline = pl[ps]
+                row = pline // Y
+                y = pline - row * Y
+                b = row // X
+                x = row - b * X
+                fb = np.float64(b)
                 k = 0
-                for i in range(nv):
-                    z = vz[i]
-                    l = vl[i]
+                for i in range(vn[ps]):
+                    z = vz[ps, i]
+                    l = vl[ps, i]
                     cx, cy, cz = _channels(l, L, landmark_major)
-                    p = _weight(P, pcode, vals, (z - z0) * C + l + 1)
-                    tx = x + _offset(O, ocode, line, b, x, y, z, cx, K)
-                    ty = y + _offset(O, ocode, line, b, x, y, z, cy, K)
-                    tz = z + _offset(O, ocode, line, b, x, y, z, cz, K)
+                    p = vw[ps, i]
+                    tx = x + _offset(O, ocode, pline, b, x, y, z, cx, K)
+                    ty = y + _offset(O, ocode, pline, b, x, y, z, cy, K)
+                    tz = z + _offset(O, ocode, pline, b, x, y, z, cz, K)
                     base = np.float64(b * L + l) * fX
                     if not linear:
                         # branch-free (a branch on offsets that miss the cache would stop
@@ -331,8 +344,9 @@ def aggregate_cpu(P, pcode, O, ocode, thr_scan, dims, L, landmark_major, linear,
                         f = ((base + fx) * fY + fy) * fZ + fz
                         t = int(f) if ok else 0
                         w = np.float32(p)
-                        tidx[k] = t
-                        tw[k] = w
+                        tidx[ps, k] = t
+                        tw[ps, k] = w
+                        _prefetch_write(out, (t,))
                         k += ok & own
                         if nchunks > 1:
                             didx[c, d] = t
@@ -369,19 +383,97 @@ def aggregate_cpu(P, pcode, O, ocode, thr_scan, dims, L, landmark_major, linear,
                                 t = (((b * L + l) * X + ix) * Y + iy) * Z + iz
                                 w = np.float32(p * (wxy * (wz1 if dz else 1.0 - wz1)))
                                 if own:
-                                    tidx[k] = t
-                                    tw[k] = w
+                                    tidx[ps, k] = t
+                                    tw[ps, k] = w
+                                    _prefetch_write(out, (t,))
                                     k += 1
                                 else:
                                     didx[c, d] = t
                                     dval[c, d] = w
                                     d += 1
-                # 3. add the owned votes
-                for i in range(k):
-                    out[tidx[i]] += tw[i]
-            line += 1
+                tk[ps] = k
+                has_t[ps] = True
+                has_a[ps] = False
+            # A: votes of unit t
+            if not stopped and (line >= line_end or (
+                    z0 == 0 and nchunks > 1 and d + Z * L * (8 if linear else 1) > cap)):
+                stopped = True  # done, or the deferred list could overflow: next round
+            if stopped:
+                if not (has_a[ps] or has_t[ps] or has_t[slot]):
+                    break
+            else:
+                row = line // Y
+                y = line - row * Y
+                b = row // X
+                x = row - b * X
+                z1 = min(z0 + seg, Z)
+                vals = _segment(P, pcode, line, b, x, y, z0, z1, C, buf)
+                n = vals.size
+                nv = 0
+                if NB:
+                    for s in range(0, n, NB):
+                        blk = vals[s : min(s + NB, n)]
+                        bits = np.uint64(0)
+                        for j in range(blk.size):
+                            bits |= np.uint64(_passes(blk[j], thr_scan)) << np.uint64(j)
+                        bits &= chan
+                        zs = z0 + s // C
+                        while bits:
+                            j = _ctz(bits)
+                            bits &= bits - np.uint64(1)
+                            z = zs + jq[j]
+                            l = jl[j]
+                            vz[slot, nv] = z
+                            vl[slot, nv] = l
+                            vw[slot, nv] = _weight(P, pcode, vals, s + j)
+                            nv += 1
+                            cx, cy, cz = _channels(l, L, landmark_major)
+                            _prefetch_offset(O, line, b, x, y, z, cx, K)
+                            _prefetch_offset(O, line, b, x, y, z, cz, K)
+                else:
+                    for q in range(z1 - z0):
+                        for l in range(L):
+                            if _passes(vals[q * C + l + 1], thr_scan):
+                                vz[slot, nv] = z0 + q
+                                vl[slot, nv] = l
+                                vw[slot, nv] = _weight(P, pcode, vals, q * C + l + 1)
+                                nv += 1
+                vn[slot] = nv
+
+                pl[slot] = line
+                has_a[slot] = True
+                z0 += seg
+                if z0 >= Z:
+                    z0 = 0
+                    line += 1
+            slot = 1 - slot
         resume[c] = line
         dcount[c] = d
+
+
+@njit(parallel=True, cache=True)
+def vote_profile(P, pcode, thr_scan, dims, L, step, counts):
+    """``counts[b * X + x]``: the votes on the source lines ``y = x % step, x % step + step,
+    ...`` of each source row (a ``1 / step`` sample, staggered between rows), for
+    :func:`numvox.votes._api.work_split` to balance the chunks of :func:`aggregate_cpu`."""
+    B, X, Y, Z = dims[0], dims[1], dims[2], dims[3]
+    C = L + 1
+    seg = min(Z, SEG)
+    for row in prange(B * X):
+        buf = np.empty(seg * C, np.float64)
+        b = row // X
+        x = row - b * X
+        n = 0
+        for y in range(row % step, Y, step):
+            line = row * Y + y
+            for z0 in range(0, Z, seg):
+                z1 = min(z0 + seg, Z)
+                vals = _segment(P, pcode, line, b, x, y, z0, z1, C, buf)
+                for i in range(vals.size):  # every channel (a vectorised count) ...
+                    n += _passes(vals[i], thr_scan)
+                for i in range(0, vals.size, C):  # ... less the background's
+                    n -= _passes(vals[i], thr_scan)
+        counts[row] = n
 
 
 @njit(parallel=True, cache=True)
