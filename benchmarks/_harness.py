@@ -12,9 +12,10 @@ A benchmark module ``benchmarks/bench_<name>.py`` defines::
 
 Each case's numvox callable is run once cold (its first call: Numba compilation or cache
 load is included and reported separately), then ``repeat`` more times; the table reports
-the median.  Each baseline runs ``repeat`` times (median).  Peak extra memory (of the
-steady-state calls) is the largest rise of the process's resident set size over its level before the call, sampled
-every millisecond from ``/proc/self/statm`` (so it sees NumPy, Numba and TensorFlow
+the median.  Each baseline runs ``repeat`` times (median).  Peak extra memory (of a
+steady-state call, made apart from the timed ones) is the largest rise of the process's
+resident set size over its level before the call, sampled every millisecond from
+``/proc/self/statm`` (so it sees NumPy, Numba and TensorFlow
 allocations alike; glibc's mmap threshold is pinned so that freed memory is not silently
 reused by the next call), and the peak Python-tracked allocation where ``/proc`` is missing.
 """
@@ -29,6 +30,7 @@ from typing import Any, Callable
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 MiB = 1024.0**2
+_SLOW_S = 1.0  # calls slower than this are not repeated just to sample their memory
 
 
 def _fix_malloc_thresholds():
@@ -113,36 +115,53 @@ class _PeakSampler:
 def measure(fn, repeat, *, cold=True):
     """Time ``fn``: its first call (when ``cold``), then ``repeat`` calls; peak extra RSS.
 
-    The peak is taken over the steady-state calls only (a cold call's allocations include
-    loading or compiling the kernels), unless there are none.
+    The timed calls run without the RSS sampler (a thread polling ``/proc`` every
+    millisecond takes a few percent of a core, which a 2-core machine's parallel kernels
+    feel); the peak comes from one extra steady-state call made with the sampler.  Calls
+    slower than ``_SLOW_S`` are not repeated for it: their timed calls after the first are
+    sampled in-line every 5 ms instead (overhead well below 1 %).
     """
     have_proc = os.path.exists("/proc/self/statm")
-    times, peak = [], 0.0
+    times, peak, sampled = [], 0.0, False
     first = None
     for i in range(repeat + (1 if cold else 0)):
-        if have_proc:
-            with _PeakSampler() as sampler:
+        steady = not (cold and i == 0)
+        inline = have_proc and steady and (times or [first or 0.0])[-1] > _SLOW_S
+        if inline:
+            with _PeakSampler(interval=0.005) as sampler:
                 t0 = time.perf_counter()
                 fn()
                 dt = time.perf_counter() - t0
-            if not (cold and i == 0) or repeat == 0:
-                peak = max(peak, sampler.peak / MiB)
-        else:  # pragma: no cover
-            import tracemalloc
-
-            tracemalloc.start()
+            peak = max(peak, sampler.peak / MiB)
+            sampled = True
+        else:
             t0 = time.perf_counter()
             fn()
             dt = time.perf_counter() - t0
-            if not (cold and i == 0) or repeat == 0:
-                peak = max(peak, tracemalloc.get_traced_memory()[1] / MiB)
-            tracemalloc.stop()
-        if cold and i == 0:
-            first = dt
-        else:
+        if steady:
             times.append(dt)
+        else:
+            first = dt
+    if not sampled:
+        peak = _sampled_peak(fn, have_proc)
     median = statistics.median(times) if times else first
     return Measurement(first if first is not None else median, median, len(times), peak)
+
+
+def _sampled_peak(fn, have_proc):
+    """Peak extra memory of one more (steady-state) call of ``fn``, in MiB."""
+    if have_proc:
+        with _PeakSampler() as sampler:
+            fn()
+        return sampler.peak / MiB
+    import tracemalloc  # pragma: no cover
+
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1] / MiB
+    finally:
+        tracemalloc.stop()
 
 
 def run_case(case, log=print):

@@ -20,7 +20,8 @@ or ``cuda_load_f32`` (built by :func:`cuda_loaders` for CUDA kernels) in the ker
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 NATIVE, FLOAT16, BFLOAT16 = 0, 1, 2
 
@@ -59,17 +60,37 @@ decode_f16 = njit(inline="always", cache=True)(_decode_f16)
 decode_bf16 = njit(inline="always", cache=True)(_decode_bf16)
 
 
-@njit(inline="always", cache=True)
 def load_f64(a, i, code):
     """``float64(a[i])`` for a kernel array ``a`` with half-precision ``code``.
 
-    ``i`` is an index (an int or a tuple of ints).
+    ``i`` is an index (an int or a tuple of ints).  Only ``uint16`` arrays can hold
+    half-precision bits, so for every other dtype the code is ignored at compile time and
+    the load is a plain conversion (no branch in the kernels' inner loops).
     """
     if code == FLOAT16:
-        return decode_f16(a[i])
+        return _decode_f16(a[i])
     if code == BFLOAT16:
-        return decode_bf16(a[i])
+        return _decode_bf16(a[i])
     return np.float64(a[i])
+
+
+@overload(load_f64, inline="always")
+def _load_f64_impl(a, i, code):
+    if isinstance(a, types.Array) and a.dtype != types.uint16:
+
+        def plain(a, i, code):
+            return np.float64(a[i])
+
+        return plain
+
+    def bits(a, i, code):
+        if code == FLOAT16:
+            return decode_f16(a[i])
+        if code == BFLOAT16:
+            return decode_bf16(a[i])
+        return np.float64(a[i])
+
+    return bits
 
 
 @njit(inline="always", cache=True)

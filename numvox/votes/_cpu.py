@@ -109,27 +109,6 @@ def _prefetch(typingctx, arr, index):
 
 
 @intrinsic
-def _prefetch_write(typingctx, arr, index):
-    """Like :func:`_prefetch`, for a line about to be written (``llvm.prefetch`` rw = 1)."""
-    if not isinstance(arr, types.Array) or not isinstance(index, types.BaseTuple) or len(index) != arr.ndim:
-        return None
-
-    def codegen(context, builder, signature, args):
-        aryty, idxty = signature.args
-        ary = context.make_array(aryty)(context, builder, args[0])
-        idx = [context.cast(builder, v, t, types.intp) for v, t in zip(cgutils.unpack_tuple(builder, args[1]), idxty)]
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, idx, wraparound=False)
-        i8p = builder.bitcast(ptr, ir.IntType(8).as_pointer())
-        i32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [i8p.type, i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
-        builder.call(fn, [i8p, i32(1), i32(3), i32(1)])
-        return context.get_dummy_value()
-
-    return types.void(arr, index), codegen
-
-
-@intrinsic
 def _ctz(typingctx, v):
     """The number of trailing zero bits of a non-zero ``uint64`` (``tzcnt``)."""
     if v != types.uint64:
@@ -285,7 +264,7 @@ def aggregate_cpu(P, pcode, O, ocode, thr_scan, dims, L, landmark_major, linear,
     for c in prange(nchunks):
         # A software pipeline over the units (line, segment) of the chunk.  In step t,
         # C adds the votes of unit t - 2 to ``out``, B turns the votes of unit t - 1 into
-        # targets (prefetching their heatmap lines) and A finds the votes of unit t
+        # targets and A finds the votes of unit t
         # (prefetching their offsets), so every prefetch has a unit's work to arrive.
         # A-slot u % 2 (vz / vl / vw / vn) and T-slot u % 2 (tidx / tw / tk) hold unit u.
         vz = np.empty((2, seg * L), np.int64)
@@ -346,7 +325,6 @@ def aggregate_cpu(P, pcode, O, ocode, thr_scan, dims, L, landmark_major, linear,
                         w = np.float32(p)
                         tidx[ps, k] = t
                         tw[ps, k] = w
-                        _prefetch_write(out, (t,))
                         k += ok & own
                         if nchunks > 1:
                             didx[c, d] = t
@@ -385,7 +363,6 @@ def aggregate_cpu(P, pcode, O, ocode, thr_scan, dims, L, landmark_major, linear,
                                 if own:
                                     tidx[ps, k] = t
                                     tw[ps, k] = w
-                                    _prefetch_write(out, (t,))
                                     k += 1
                                 else:
                                     didx[c, d] = t
