@@ -12,12 +12,14 @@ A benchmark module ``benchmarks/bench_<name>.py`` defines::
 
 Each case's numvox callable is run once cold (its first call: Numba compilation or cache
 load is included and reported separately), then ``repeat`` more times; the table reports
-the median.  Each baseline runs ``repeat`` times (median).  Peak extra memory (of a
-steady-state call, made apart from the timed ones) is the largest rise of the process's
-resident set size over its level before the call, sampled every millisecond from
-``/proc/self/statm`` (so it sees NumPy, Numba and TensorFlow
-allocations alike; glibc's mmap threshold is pinned so that freed memory is not silently
-reused by the next call), and the peak Python-tracked allocation where ``/proc`` is missing.
+the median.  Each baseline runs ``repeat`` times (median).  Timed calls run alone: no
+sampling thread, and glibc in the state of a warmed-up process (see ``_malloc_mode``).
+Peak extra memory comes from one more steady-state call: the largest rise of the process's
+resident set size over its level before the call, read from the kernel's peak-RSS mark
+(``VmHWM``, reset before the call; a 1 ms ``/proc/self/statm`` sampler where it cannot be
+reset), so it sees NumPy, Numba and TensorFlow allocations alike.  For that call glibc's
+mmap threshold is pinned so that memory freed by earlier calls is not silently reused.
+Where ``/proc`` is missing, the peak Python-tracked allocation is reported instead.
 """
 
 import dataclasses
@@ -33,26 +35,40 @@ MiB = 1024.0**2
 _SLOW_S = 1.0  # calls slower than this are not repeated just to sample their memory
 
 
-def _fix_malloc_thresholds():
-    """Make glibc return large freed blocks to the OS at once.
+_LIBC = None
+_PINNED = None
 
-    By default glibc raises its mmap threshold after large blocks are freed, so a second
-    call's big temporaries come from the already-resident heap and are invisible to an RSS
-    measurement.  A fixed 1 MiB mmap threshold (and trim threshold) keeps every large
-    allocation a fresh mapping, so each call's peak shows up as RSS growth.
+
+def _malloc_mode(measuring_memory):
+    """Set glibc's mmap and trim thresholds for timing or for a memory measurement.
+
+    By default glibc raises its mmap threshold (up to 32 MiB) after large blocks are freed,
+    so a second call's big temporaries come from the already-resident heap: a long-running
+    process's normal, fast state, but invisible to an RSS measurement.  For the sampled
+    memory calls a fixed 1 MiB mmap (and trim) threshold keeps every large allocation a
+    fresh mapping, so each call's peak shows up as RSS growth.  Timed calls run with the
+    thresholds a warmed-up process settles at (32 MiB mmap, 64 MiB trim): the pinned 1 MiB
+    values would make every call page-fault its outputs and scratch again, which slowed
+    multi-threaded kernels by up to a third and is not what a user's process does.
     """
+    global _LIBC, _PINNED
+    if _PINNED == measuring_memory:
+        return
     try:
         import ctypes
 
-        libc = ctypes.CDLL("libc.so.6")
+        if _LIBC is None:
+            _LIBC = ctypes.CDLL("libc.so.6")
         M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-        libc.mallopt(M_MMAP_THRESHOLD, 1 << 20)
-        libc.mallopt(M_TRIM_THRESHOLD, 1 << 20)
+        mmap, trim = (1 << 20, 1 << 20) if measuring_memory else (32 << 20, 64 << 20)
+        _LIBC.mallopt(M_MMAP_THRESHOLD, mmap)
+        _LIBC.mallopt(M_TRIM_THRESHOLD, trim)
+        _PINNED = measuring_memory
     except (OSError, AttributeError):  # not glibc: measurements may under-report reuse
-        pass
+        _PINNED = measuring_memory
 
 
-_fix_malloc_thresholds()
+_malloc_mode(False)
 
 
 @dataclasses.dataclass
@@ -86,17 +102,59 @@ def _rss_bytes():
         return int(f.read().split()[1]) * _PAGE
 
 
-class _PeakSampler:
-    """Samples RSS in a thread; ``peak`` is the largest rise above the starting level."""
+def _release_free_heap():
+    """``malloc_trim(0)``: give the heap's free pages back to the OS, so that a call which
+    reuses them (instead of mapping new memory) still shows up as RSS growth."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _clear_peak():
+    """Reset the kernel's peak-RSS mark (``VmHWM``) to the current RSS (Linux >= 4.0);
+    False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _status_kib(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+class PeakMeter:
+    """``peak``: the largest rise of the process's RSS during the ``with`` block, in bytes.
+
+    Exact where the kernel's peak-RSS mark can be reset (``/proc/self/clear_refs``): the
+    mark is reset on entry and read on exit, so no sampling thread runs (a sampler needs
+    the GIL, which a Numba kernel holds for its whole call, so it would miss the peak).
+    Elsewhere a thread samples ``/proc/self/statm`` every millisecond.
+    """
 
     def __init__(self, interval=0.001):
         self.interval = interval
         self.peak = 0
-        self._stop = threading.Event()
+        self._hwm = False
 
     def __enter__(self):
         gc.collect()
+        _release_free_heap()
+        self._hwm = _clear_peak()
+        if self._hwm:
+            self.base = _status_kib("VmRSS") * 1024
+            return self
         self.base = _rss_bytes()
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         return self
@@ -107,6 +165,9 @@ class _PeakSampler:
             time.sleep(self.interval)
 
     def __exit__(self, *exc):
+        if self._hwm:
+            self.peak = max(0, _status_kib("VmHWM") * 1024 - self.base)
+            return
         self.peak = max(self.peak, _rss_bytes() - self.base)
         self._stop.set()
         self._thread.join()
@@ -115,11 +176,11 @@ class _PeakSampler:
 def measure(fn, repeat, *, cold=True):
     """Time ``fn``: its first call (when ``cold``), then ``repeat`` calls; peak extra RSS.
 
-    The timed calls run without the RSS sampler (a thread polling ``/proc`` every
-    millisecond takes a few percent of a core, which a 2-core machine's parallel kernels
-    feel); the peak comes from one extra steady-state call made with the sampler.  Calls
-    slower than ``_SLOW_S`` are not repeated for it: their timed calls after the first are
-    sampled in-line every 5 ms instead (overhead well below 1 %).
+    The timed calls run alone, with a warmed-up process's malloc settings; the peak comes
+    from one extra steady-state call measured by :class:`PeakMeter` with pinned malloc
+    thresholds (see :func:`_malloc_mode`).  Calls slower than ``_SLOW_S`` are not repeated
+    for it: their timed calls after the first are measured in place, with the timing
+    settings (which can only under-report those calls' memory; they are baselines).
     """
     have_proc = os.path.exists("/proc/self/statm")
     times, peak, sampled = [], 0.0, False
@@ -128,7 +189,7 @@ def measure(fn, repeat, *, cold=True):
         steady = not (cold and i == 0)
         inline = have_proc and steady and (times or [first or 0.0])[-1] > _SLOW_S
         if inline:
-            with _PeakSampler(interval=0.005) as sampler:
+            with PeakMeter(interval=0.005) as sampler:
                 t0 = time.perf_counter()
                 fn()
                 dt = time.perf_counter() - t0
@@ -143,7 +204,9 @@ def measure(fn, repeat, *, cold=True):
         else:
             first = dt
     if not sampled:
+        _malloc_mode(True)
         peak = _sampled_peak(fn, have_proc)
+    _malloc_mode(False)
     median = statistics.median(times) if times else first
     return Measurement(first if first is not None else median, median, len(times), peak)
 
@@ -151,7 +214,7 @@ def measure(fn, repeat, *, cold=True):
 def _sampled_peak(fn, have_proc):
     """Peak extra memory of one more (steady-state) call of ``fn``, in MiB."""
     if have_proc:
-        with _PeakSampler() as sampler:
+        with PeakMeter() as sampler:
             fn()
         return sampler.peak / MiB
     import tracemalloc  # pragma: no cover
