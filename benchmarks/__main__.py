@@ -18,9 +18,11 @@ HEADER = """# numvox benchmark results
 
 Written by `python -m benchmarks` (see `benchmarks/_harness.py` for the method: numvox and
 each baseline run side by side in one process; numvox's first call, which includes Numba's
-compilation or cache load, is reported apart from the median of the following calls; "peak
-extra" is the largest rise of the process's resident memory during a call). Each section
-names the machine and date it was last run on.
+compilation or cache load, is reported apart from the median of the following calls, which
+run alone with glibc in a warmed-up process's state; "peak extra" is the largest rise of the
+process's resident memory during one more call, read from the kernel's peak-RSS mark with
+freed heap memory returned to the OS first and malloc's mmap threshold pinned, so that
+reused memory cannot hide a peak). Each section names the machine and date it was last run on.
 """
 
 

@@ -163,8 +163,7 @@ runtime.)  The benchmark asserts that the Dask basins equal the in-memory basins
 Labels are embarrassingly parallel (one-voxel halo: +2.4 % reads at 128^3 chunks).  Basins run
 labels twice (summary pass, then relabelling from a cloned graph so that no chunk is held in
 memory between the passes), plus a serial chunk-local union-find and one merge task whose memory
-is ~40 bytes per chunk-local basin (a few MiB here).  Measured on a quiet moment of a shared
-machine: the lead's re-run on a quiet machine replaces these numbers.
+is ~40 bytes per chunk-local basin (a few MiB here).
 
 On-paper plan for 4096^3 float32 (256 GiB) on a cluster, scaled from the rows above (measured
 on this shared 2-core machine: the Dask labels pipeline, Zarr decode/encode included, costs ~77 ns

@@ -8,13 +8,14 @@ from ._harness import Baseline, Case
 SECTION = "Steepest-descent labels and basins"
 
 NOTES = """
-* **Noise.** These rows were measured on a shared 2-core machine with a load average of
-  ~10-11 (other jobs running), which inflates wall times 4-8x and makes the floor ratio
-  meaningless; re-run on a quiet machine.  Quiet-ish single-thread CPU times
-  (`time.process_time`, `NUMBA_NUM_THREADS=1`, 256^3 float32): descent_labels 25-27.6 ms (tiles 16x32x256),
-  `volume.sum()` 2.7 ms (both single-threaded: 10x); with both cores the labels should take
-  ~14-15 ms, about 5-5.5x the floor (the issue asks for <= 5x: borderline).  Basins 256^3
-  single-thread: labels 29 ms + slab union-find 198 ms + compression/numbering 105 ms.
+* **Where the time goes.** Single-thread (`NUMBA_NUM_THREADS=1`, 256^3 float32, quiet
+  machine): 25-26 ms = ~6.7 ms copying planes into the tiles' scratch ring (+inf borders,
+  non-finite count) + ~19 ms for the 26 compares (AVX-512, 16 voxels per iteration; bound by
+  the 27 mostly unaligned vector loads per iteration, not by arithmetic: a rewrite with
+  three distance classes, a third fewer operations, ran no faster).  Both cores: ~12.8 ms
+  (perfect scaling), i.e. ~4.6-5x the single-threaded `volume.sum()`: the issue's <= 5x
+  holds, with a small margin.  Basins 256^3 single-thread: labels 29 ms + slab union-find
+  198 ms + compression/numbering 105 ms.
 * **Labels vs the seed.** `create_label2` (seed 003's `sliding_window_view` answer, in
   `benchmarks/baselines_labels.py`) builds several `(n-2)^3 x 27` temporaries (float32 and
   float64): its peak extra memory is tens of times the 64 MiB input.  numvox reads each input

@@ -57,10 +57,12 @@ forward+backward adds grad_x, grad_guide ({_grads_mib(_2D):.1f} / {_grads_mib(_3
 per-thread k^d·C·O weight partials, i.e. at most {_out_mib(_2D) + _grads_mib(_2D):.1f} MiB (2-D) and
 {_out_mib(_3D) + _grads_mib(_3D):.1f} MiB (3-D), well under the 1/5 targets (measured once in a fresh
 process after compilation, 2026-11-25: RSS grew by 5.1 MiB (2-D) and 6.8 MiB (3-D) over a
-forward + backward call).  The "peak extra" columns
-sample the process RSS, which stays flat when the allocator reuses memory freed by the
-previous (cold) call, so they read ≈0 for numvox; for TF they show what its allocator had to
-grow by.
+forward + backward call), consistent with the "peak extra" columns.
+
+Timing note: until 2026-11-25 20:00 the harness pinned glibc's mmap threshold for the timed
+calls too; every call then page-faulted its outputs and per-thread scratch afresh, which
+cost numvox's multi-threaded backward ~30 % (2-D fwd+bwd 41-44 ms then, ~28 ms now, same
+kernels).  A training loop's process runs in the warmed-up state the timed calls now use.
 
 Method: per output row numvox copies the guide rows the windows touch into a per-thread
 buffer with pixels on the inner axis, computes the Gaussian kernel for blocks of 32 windows
