@@ -47,13 +47,16 @@ def _malloc_mode(measuring_memory):
     process's normal, fast state, but invisible to an RSS measurement.  For the sampled
     memory calls a fixed 1 MiB mmap (and trim) threshold keeps every large allocation a
     fresh mapping, so each call's peak shows up as RSS growth.  Timed calls run with the
-    thresholds a warmed-up process settles at (32 MiB mmap, 64 MiB trim): the pinned 1 MiB
+    thresholds a warmed-up process settles at (glibc's own dynamic ones until the first
+    memory call, then 32 MiB mmap and 64 MiB trim, where the dynamic ones end up): the pinned 1 MiB
     values would make every call page-fault its outputs and scratch again, which slowed
     multi-threaded kernels by up to a third and is not what a user's process does.
+    Nothing is changed at import, so processes that merely import this module (Dask
+    workers unpickling a benchmark's functions) keep glibc's defaults.
     """
     global _LIBC, _PINNED
-    if _PINNED == measuring_memory:
-        return
+    if _PINNED == measuring_memory or (_PINNED is None and not measuring_memory):
+        return  # (never pinned: glibc's own dynamic thresholds are the timing state)
     try:
         import ctypes
 
@@ -67,8 +70,6 @@ def _malloc_mode(measuring_memory):
     except (OSError, AttributeError):  # not glibc: measurements may under-report reuse
         _PINNED = measuring_memory
 
-
-_malloc_mode(False)
 
 
 @dataclasses.dataclass
