@@ -212,10 +212,12 @@ def pac_conv(x, guide, weight, bias=None, *, stride=1, padding="same", dilation=
         gv, gc = kernel_view(g5)
         bias_arr = b if b is not None else _zeros_like_backend(call, (max(O, 1),), geo["dtype"])
         if call.backend == "cpu":
+            from .._shared.blas import single_threaded_blas
             from ._cpu import pac_forward
 
-            pac_forward(xv, np.int64(xc), gv, np.int64(gc), w3, bias_arr, b is not None, geo["ks"],
-                        geo["st"], geo["lo"], geo["dl"], bool(normalize), res)
+            with single_threaded_blas():  # the kernel calls BLAS from its threads
+                pac_forward(xv, np.int64(xc), gv, np.int64(gc), w3, bias_arr, b is not None, geo["ks"],
+                            geo["st"], geo["lo"], geo["dl"], bool(normalize), res)
         else:
             from ._cuda import forward
 
@@ -286,14 +288,16 @@ def pac_conv_backward(grad_out, x, guide, weight, *, stride=1, padding="same", d
     gv, gc = kernel_view(g5)
     gov, gu = kernel_view(go5)
     if call.backend == "cpu":
+        from .._shared.blas import single_threaded_blas
         from ._cpu import pac_backward, thread_count
 
         threads = thread_count()
         gw_part = np.zeros((threads, T, C, O), dtype)
         gb_part = np.zeros((threads, O), dtype)
         if go5.size:
-            pac_backward(gov, np.int64(gu), xv, np.int64(xc), gv, np.int64(gc), w3, geo["ks"], geo["st"],
-                         geo["lo"], geo["dl"], bool(normalize), gx, gg, gw_part, gb_part)
+            with single_threaded_blas():  # the kernel calls BLAS from its threads
+                pac_backward(gov, np.int64(gu), xv, np.int64(xc), gv, np.int64(gc), w3, geo["ks"], geo["st"],
+                             geo["lo"], geo["dl"], bool(normalize), gx, gg, gw_part, gb_part)
         gw = gw_part.sum(axis=0)
         gb = gb_part.sum(axis=0)
     else:
