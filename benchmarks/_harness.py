@@ -174,6 +174,28 @@ class PeakMeter:
         self._thread.join()
 
 
+def cpu_seconds(fn, repeat=5, threads=None):
+    """Smallest process CPU time (all threads) of ``repeat`` calls of ``fn`` after a warm-up
+    call: less sensitive than wall time to other jobs on a shared machine (threads waiting
+    for a core cost no CPU time).  ``threads``: run with that many Numba threads (idle
+    workers' spin-waiting then adds nothing), restored afterwards."""
+    import numba
+
+    before = numba.get_num_threads()
+    if threads is not None:
+        numba.set_num_threads(threads)
+    try:
+        fn()
+        best = float("inf")
+        for _ in range(repeat):
+            t0 = time.process_time()
+            fn()
+            best = min(best, time.process_time() - t0)
+    finally:
+        numba.set_num_threads(before)
+    return best
+
+
 def measure(fn, repeat, *, cold=True):
     """Time ``fn``: its first call (when ``cold``), then ``repeat`` calls; peak extra RSS.
 

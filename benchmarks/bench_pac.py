@@ -10,7 +10,7 @@ are checked to agree before timing.
 
 import numpy as np
 
-from ._harness import Baseline, Case
+from ._harness import Baseline, Case, cpu_seconds
 
 SECTION = "Pixel-adaptive convolution (PAC)"
 
@@ -98,20 +98,6 @@ def _data(cfg, seed=0):
     return x, f, w, b, go
 
 
-def _cpu_seconds(fn, repeat=5):
-    """Smallest process CPU time (all threads) of ``repeat`` calls: less sensitive than wall
-    time to other jobs on a shared machine (threads waiting for a core cost no CPU time)."""
-    import time
-
-    fn()
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.process_time()
-        fn()
-        best = min(best, time.process_time() - t0)
-    return best
-
-
 def cases(quick, backend):
     global NOTES
     import tensorflow as tf
@@ -170,11 +156,11 @@ def cases(quick, backend):
         )
 
         if backend == "cpu":
-            nv_f = _cpu_seconds(lambda: numvox.pac_conv(x, f, w, b, backend=backend))
-            tf_f = _cpu_seconds(lambda: tf_fwd(tx, tf_g, tw, tb).numpy())
-            nv_b = _cpu_seconds(nv_fb)
-            tf_b = _cpu_seconds(lambda: [t.numpy() for t in tf_fb(tx, tf_g, tw, tb, tgo)])
-            cv = _cpu_seconds(lambda: tf_conv(tx, tw).numpy())
+            nv_f = cpu_seconds(lambda: numvox.pac_conv(x, f, w, b, backend=backend))
+            tf_f = cpu_seconds(lambda: tf_fwd(tx, tf_g, tw, tb).numpy())
+            nv_b = cpu_seconds(nv_fb)
+            tf_b = cpu_seconds(lambda: [t.numpy() for t in tf_fb(tx, tf_g, tw, tb, tgo)])
+            cv = cpu_seconds(lambda: tf_conv(tx, tw).numpy())
             cpu_lines.append(
                 f"| {label} ({desc}) | {nv_f * 1e3:.1f} ms | {tf_f * 1e3:.1f} ms | {tf_f / nv_f:.2f}× | "
                 f"{nv_b * 1e3:.1f} ms | {tf_b * 1e3:.1f} ms | {tf_b / nv_b:.2f}× | {nv_f / cv:.1f} |"

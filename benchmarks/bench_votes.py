@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from . import _harness
-from ._harness import Baseline, Case, MiB, _rss_bytes
+from ._harness import Baseline, Case, MiB, cpu_seconds
 from .baselines_votes import (
     make_tf_filter_scatter,
     numpy_bincount,
@@ -109,26 +109,6 @@ def _peak(key):
     return max(p) if p else float("nan")
 
 
-def _cpu_seconds(fn, repeat=3):
-    """Smallest process CPU time of ``fn`` run on one Numba thread (idle worker threads
-    would add their spin-waiting): insensitive to other processes sharing the cores,
-    unlike wall time."""
-    import numba
-
-    before = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        fn()
-        best = float("inf")
-        for _ in range(repeat):
-            t0 = time.process_time()
-            fn()
-            best = min(best, time.process_time() - t0)
-    finally:
-        numba.set_num_threads(before)
-    return best
-
-
 _cpu = {}
 
 
@@ -174,9 +154,9 @@ def cases(quick, backend):
         note=f"output {out_mib:.0f} MiB",
     )
     _cpu["sph"] = (
-        _cpu_seconds(lambda: numvox.aggregate_votes(probs, offsets, backend=backend)),
-        _cpu_seconds(lambda: numpy_bincount(probs, offsets), 2),
-        _cpu_seconds(lambda: read_floor(probs, offsets)),
+        cpu_seconds(lambda: numvox.aggregate_votes(probs, offsets, backend=backend), 3, threads=1),
+        cpu_seconds(lambda: numpy_bincount(probs, offsets), 2, threads=1),
+        cpu_seconds(lambda: read_floor(probs, offsets), 3, threads=1),
     )
     yield Case(
         f"aggregate_votes {n}^3 L=3 spheres, linear",
@@ -211,9 +191,9 @@ def cases(quick, backend):
         note=f"output {out_mib:.0f} MiB",
     )
     _cpu["uni"] = (
-        _cpu_seconds(lambda: numvox.aggregate_votes(probs, offsets, backend=backend)),
-        _cpu_seconds(lambda: numpy_bincount(probs, offsets), 2),
-        _cpu_seconds(lambda: read_floor(probs, offsets)),
+        cpu_seconds(lambda: numvox.aggregate_votes(probs, offsets, backend=backend), 3, threads=1),
+        cpu_seconds(lambda: numpy_bincount(probs, offsets), 2, threads=1),
+        cpu_seconds(lambda: read_floor(probs, offsets), 3, threads=1),
     )
     del probs, offsets
 

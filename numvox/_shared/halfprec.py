@@ -60,6 +60,14 @@ decode_f16 = njit(inline="always", cache=True)(_decode_f16)
 decode_bf16 = njit(inline="always", cache=True)(_decode_bf16)
 
 
+def _load_bits(a, i, code):
+    if code == FLOAT16:
+        return decode_f16(a[i])
+    if code == BFLOAT16:
+        return decode_bf16(a[i])
+    return np.float64(a[i])
+
+
 def load_f64(a, i, code):
     """``float64(a[i])`` for a kernel array ``a`` with half-precision ``code``.
 
@@ -67,11 +75,7 @@ def load_f64(a, i, code):
     half-precision bits, so for every other dtype the code is ignored at compile time and
     the load is a plain conversion (no branch in the kernels' inner loops).
     """
-    if code == FLOAT16:
-        return _decode_f16(a[i])
-    if code == BFLOAT16:
-        return _decode_bf16(a[i])
-    return np.float64(a[i])
+    return _load_bits(a, i, code)
 
 
 @overload(load_f64, inline="always")
@@ -82,15 +86,7 @@ def _load_f64_impl(a, i, code):
             return np.float64(a[i])
 
         return plain
-
-    def bits(a, i, code):
-        if code == FLOAT16:
-            return decode_f16(a[i])
-        if code == BFLOAT16:
-            return decode_bf16(a[i])
-        return np.float64(a[i])
-
-    return bits
+    return _load_bits
 
 
 @njit(inline="always", cache=True)
