@@ -249,8 +249,8 @@ def _aggregate_host(P, pcode, O, ocode, thr, L, landmark_major, linear, out5):
     bounds = work_split(B, X, Y, threads, votes, step, Z, L + 1)
     nchunks = len(bounds) - 1
     # Deferred lists (int64 index + float32 weight): at most half the output's bytes in
-    # all, but at least two lines' votes (2 * Z * L * 8, what the kernel keeps free), mapped by the OS only
-    # where written (np.empty of a large size).
+    # all, but at least two lines' votes (2 * Z * L * 8; the kernel stops a round when less
+    # than one line's room is left), mapped by the OS only where written (np.empty).
     cap = 0 if nchunks == 1 else max(out5.size // (3 * _DEFERRED_FRACTION * nchunks), 2 * Z * L * 8)
     didx = np.empty((nchunks, cap), np.int64)
     dval = np.empty((nchunks, cap), np.float32)

@@ -28,8 +28,15 @@ out and the set bits (``tzcnt``) list the votes, so blocks without votes (most b
 real network output) cost one vectorised compare per number.  Each vote found has its
 offsets prefetched at once (the only offsets ever read); a second loop turns the votes into
 target indices and weights (range checks in float64 before any conversion to integers:
-NaN and huge values fail them) and a third adds them into the heatmaps.  Separating the
-loops keeps the many cache misses of scattered votes overlapping.
+NaN and huge values fail them) and a third adds them into the heatmaps.  The three loops
+run as a software pipeline over the segments (each step finds the votes of segment t, turns
+those of t - 1 into targets and adds those of t - 2), which keeps the many cache misses of
+scattered votes overlapping and gives every offset prefetch a segment's work to arrive.
+
+Threads and balance: the chunks of source rows (below) are cut by
+:func:`numvox.votes._api.work_split` from a sampled vote count (:func:`vote_profile`),
+because votes cluster around the landmarks and an even split can leave one thread most of
+them.
 
 Write conflicts
 ---------------
