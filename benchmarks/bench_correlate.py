@@ -33,7 +33,7 @@ def _med(key, skip_first=False):
 
 
 HARNESS_NOTE = (
-    "Method change (2026-11-25, 21:00 UTC): until then the harness pinned glibc's mmap threshold "
+    "Method change (2026-11-25, 20:46 UTC): until then the harness pinned glibc's mmap threshold "
     "at 1 MiB for the timed calls too, so every call mapped and page-faulted its large "
     "temporaries afresh.  The seed's code allocates FFT work arrays for every pair and ran "
     "1.4-2x slower under that setting (18.6 s then, 9.3-13.8 s in three runs since for the "

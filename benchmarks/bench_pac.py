@@ -59,7 +59,7 @@ per-thread k^d·C·O weight partials, i.e. at most {_out_mib(_2D) + _grads_mib(_
 process after compilation, 2026-11-25: RSS grew by 5.1 MiB (2-D) and 6.8 MiB (3-D) over a
 forward + backward call), consistent with the "peak extra" columns.
 
-Timing note: until 2026-11-25 20:00 the harness pinned glibc's mmap threshold for the timed
+Timing note: until 2026-11-25 20:46 UTC the harness pinned glibc's mmap threshold for the timed
 calls too; every call then page-faulted its outputs and per-thread scratch afresh, which
 cost numvox's multi-threaded backward ~30 % (2-D fwd+bwd 41-44 ms then, ~28 ms now, same
 kernels).  A training loop's process runs in the warmed-up state the timed calls now use.
