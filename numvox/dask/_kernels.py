@@ -10,6 +10,7 @@ import numpy as np
 from numba import njit
 
 from numvox._shared.halfprec import load_f64
+from numvox.votes._splat import linear_cell_cpu
 
 
 # -- basins --------------------------------------------------------------------------------
@@ -184,15 +185,7 @@ def _vote_pass(P, pcode, O, ocode, b0, x0, y0, z0, thr, L, landmark_major, linea
                                 dense[bb, l, ix - tgt_lo[0], iy - tgt_lo[1], iz - tgt_lo[2]] += v
                             cnt += 1
                         else:
-                            fx0 = math.floor(tx)
-                            fy0 = math.floor(ty)
-                            fz0 = math.floor(tz)
-                            wx1 = tx - fx0
-                            wy1 = ty - fy0
-                            wz1 = tz - fz0
-                            ix0 = int(fx0)
-                            iy0 = int(fy0)
-                            iz0 = int(fz0)
+                            ix0, iy0, iz0, wx1, wy1, wz1 = linear_cell_cpu(tx, ty, tz)
                             for dx in range(2):
                                 ix = ix0 + dx
                                 if ix < 0 or ix >= X or ix < tgt_lo[0] or ix >= tgt_hi[0]:

@@ -116,6 +116,20 @@ def _block_kernel(gb, vb, ks, dl, s2, ow0, nb, F, fast, Kb, dist, ei):
 PB = 32  # output positions per block (the GEMM's M)
 
 
+@njit(inline="always", cache=True)
+def _window_norms(Kb, T, nb, normalize, inv):
+    """``inv[j]`` for the ``nb`` windows of a block: with ``normalize`` one over the sum of
+    window ``j``'s kernel values ``Kb[:, j]`` (0 where that sum is 0), else 1."""
+    for j in range(nb):
+        inv[j] = 0.0 if normalize else 1.0
+    if normalize:
+        for t in range(T):
+            for j in range(nb):
+                inv[j] += Kb[t, j]
+        for j in range(nb):
+            inv[j] = 1.0 / inv[j] if inv[j] > 0.0 else 0.0
+
+
 def _pac_forward(x, xc, g, gc, w, b, has_bias, ks, st, lo, dl, normalize, out):
     N, D, H, W, C = x.shape
     F = g.shape[4]
@@ -138,7 +152,7 @@ def _pac_forward(x, xc, g, gc, w, b, has_bias, ks, st, lo, dl, normalize, out):
         Kb = np.empty((T, PB), out.dtype)
         dist = np.empty(PB, out.dtype)
         ei = np.empty(PB, np.int32)
-        inv = np.ones(PB, out.dtype)
+        inv = np.empty(PB, out.dtype)
         Z = np.empty((PB, TC), out.dtype)
         z0 = od * st[0] - lo[0]
         y0 = oh * st[1] - lo[1]
@@ -146,14 +160,7 @@ def _pac_forward(x, xc, g, gc, w, b, has_bias, ks, st, lo, dl, normalize, out):
         for ow0 in range(0, Wo, PB):
             nb = min(PB, Wo - ow0)
             _block_kernel(gb, vb, ks, dl, s2, ow0, nb, F, fast, Kb, dist, ei)
-            if normalize:
-                for j in range(nb):
-                    inv[j] = 0.0
-                for t in range(T):
-                    for j in range(nb):
-                        inv[j] += Kb[t, j]
-                for j in range(nb):
-                    inv[j] = 1.0 / inv[j] if inv[j] > 0.0 else 0.0
+            _window_norms(Kb, T, nb, normalize, inv)
             for j in range(nb):
                 x0 = (ow0 + j) * s2 - lo2
                 iv = inv[j]
@@ -244,16 +251,7 @@ def _pac_backward(go, gu, x, xc, g, gc, w, ks, st, lo, dl, normalize, nthreads, 
                         nb = min(PB, Wo - ow0)
                         # kernels, grad_out and input windows of the block
                         _block_kernel(gb, vb, ks, dl, s2, ow0, nb, F, fast, Kb, dist, ei)
-                        for j in range(nb):
-                            inv[j] = 1.0
-                        if normalize:
-                            for j in range(nb):
-                                inv[j] = 0.0
-                            for t in range(T):
-                                for j in range(nb):
-                                    inv[j] += Kb[t, j]
-                            for j in range(nb):
-                                inv[j] = 1.0 / inv[j] if inv[j] > 0.0 else 0.0
+                        _window_norms(Kb, T, nb, normalize, inv)
                         for j in range(nb):
                             x0 = (ow0 + j) * s2 - lo2
                             for o in range(O):

@@ -60,6 +60,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from .._shared.halfprec import load_f64
+from ._splat import linear_cell_cpu
 
 SEG = 2048  # voxels per line segment: bounds the per-thread scratch lists
 
@@ -340,15 +341,7 @@ def aggregate_cpu(P, pcode, O, ocode, thr_scan, dims, L, landmark_major, linear,
                         continue
                     if not (tx > -1.0 and tx < fX and ty > -1.0 and ty < fY and tz > -1.0 and tz < fZ):
                         continue  # NaN fails too
-                    fx0 = np.floor(tx)
-                    fy0 = np.floor(ty)
-                    fz0 = np.floor(tz)
-                    wx1 = tx - fx0
-                    wy1 = ty - fy0
-                    wz1 = tz - fz0
-                    ix0 = int(fx0)
-                    iy0 = int(fy0)
-                    iz0 = int(fz0)
+                    ix0, iy0, iz0, wx1, wy1, wz1 = linear_cell_cpu(tx, ty, tz)
                     for dx in range(2):
                         ix = ix0 + dx
                         if ix < 0 or ix >= X:

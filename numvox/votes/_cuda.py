@@ -21,8 +21,10 @@ from numba import cuda
 
 from .._shared.backend import cuda_simulated
 from .._shared.halfprec import cuda_loaders
+from ._splat import linear_cell
 
 _load_f32, _load_f64 = cuda_loaders()
+_linear_cell = cuda.jit(device=True, inline=True)(linear_cell)
 
 
 def _sim_input(a):
@@ -77,15 +79,7 @@ def _aggregate_kernel(P, pcode, O, ocode, thr, L, landmark_major, linear, out):
                 if ix >= 0 and ix < X and iy >= 0 and iy < Y and iz >= 0 and iz < Z:
                     cuda.atomic.add(out, (b, l, ix, iy, iz), np.float32(p))
             else:
-                fx0 = math.floor(tx)
-                fy0 = math.floor(ty)
-                fz0 = math.floor(tz)
-                wx1 = tx - fx0
-                wy1 = ty - fy0
-                wz1 = tz - fz0
-                ix0 = int(fx0)
-                iy0 = int(fy0)
-                iz0 = int(fz0)
+                ix0, iy0, iz0, wx1, wy1, wz1 = _linear_cell(tx, ty, tz)
                 for dx in range(2):
                     ix = ix0 + dx
                     if ix < 0 or ix >= X:
