@@ -148,14 +148,16 @@ def labels_block_cpu(block, faces=((True, True),) * 3, border="inside", out=None
 def _run_cpu_labels(V, code, out, lo, hi, cdtype, name="volume"):
     if out.size == 0:
         return
-    from ._cpu import TJ, TK, labels_kernel
+    import numba
 
-    proto = np.empty((3, TJ + 2, TK + 2), cdtype)
+    from ._cpu import labels_kernel
+
     w2, w3 = cdtype.type(W2), cdtype.type(W3)
-    bad = labels_kernel(V, np.int64(code), proto, out, *(np.int64(x) for x in (*lo, *hi)), w2, w3, cdtype.type(-np.inf))
-    if bad:
-        region = V[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
-        raise _nonfinite_error(_as_float(region, code), name, bad)
+    bad = labels_kernel(V, np.int64(code), np.empty(0, cdtype), out, *(np.int64(x) for x in (*lo, *hi)), w2, w3,
+                        np.int64(numba.get_num_threads()))
+    if bad:  # the kernel only detects; count them here (the error path)
+        region = _as_float(V[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], code)
+        raise _nonfinite_error(region, name, np.count_nonzero(~np.isfinite(region)))
 
 
 def _zero_true_faces(out, faces):

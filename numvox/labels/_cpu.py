@@ -2,34 +2,41 @@
 
 Labels
 ------
-The volume is cut into tiles of ``TI x TJ x TK`` output voxels.  Each tile slides a ring of
-three scratch planes of ``(TJ + 2) x (TK + 2)`` values in the *compute dtype* (float32 or float64, see
-``_api.compute_dtype``) through its planes, each input plane copied in once (decoding half precision on the fly); voxels
-outside the block's array are filled with ``+inf`` so that their score ``c - inf = -inf`` can
-never be chosen and the in-volume-only (``border="inside"``) rule needs no special case at
-the faces.  The 26 compares per voxel then run as one branch-free loop over the last axis
-(``_tile_rows``), which LLVM vectorises: the 26 scores are reduced by a balanced tree of
-selects (short dependency chains), each combining a lower-code group ``a`` with the next
-higher-code group ``b`` as ``b if s_b > s_a else a``, so the smallest code wins ties (NumPy
-``argmax``).  Non-finite inputs are counted while the scratch planes are filled.
-Scores are ``(c - n) * w`` with ``w = 1, 1/sqrt(2), 1/sqrt(3)`` precomputed: no divisions.
-Extra memory is one scratch tile per running thread plus a per-tile count array.
+The label of a voxel is the smallest neighbour code ``k`` that maximises
+``s_k = (c - n_k) * w_k``, where ``w = 1, 1/sqrt(2), 1/sqrt(3)`` for the 6 face, 12 edge
+and 8 corner neighbours.  Within one distance class ``w`` is shared and rounding is
+monotone, so the class's best neighbour is the one with the smallest *value* (smallest
+code among equal values), and its score is then computed exactly as a direct 26-way
+comparison would compute it.  The three class minima separate along the axes, which lets
+neighbouring voxels share most of the work: with ``(da, db, dc)`` the offsets along axes
+0, 1, 2 and codes ``9 (da+1) + 3 (db+1) + (dc+1)`` (C order),
 
-Basins
-------
-Union-find over the voxel -> descent-target edges, with "link the larger root under the
-smaller" so every root is its component's smallest flat index (= first voxel in C order):
+* per plane and voxel: ``H = min(v[dc=-1], v[dc=+1])`` (row neighbours), ``G = min(H[db=-1],
+  H[db=+1])`` (the 4 in-plane diagonals) and ``Q = min(v[db=-1], H, v[db=+1])`` (the 4
+  in-plane face neighbours), each with the in-plane code ``3 (db+1) + (dc+1)`` of its
+  minimum;
+* per voxel, from the planes before (``-``), at (``0``) and after (``+``) it: corners
+  ``min(G-, G+)``, edges ``min(Q-, G0, Q+)``, faces ``min(v-, Q0, v+)``.
 
-1. slabs of planes in parallel, each uniting only the edges inside its slab (no races: a
-   slab's union-find touches only its own entries);
-2. the few edges that cross slab boundaries, serially;
-3. full path compression in parallel (threads only ever write a node's root, which every
-   concurrent reader also accepts as an ancestor);
-4. roots numbered in C order with a per-plane count + prefix sum, then every voxel takes its
-   root's number.
+Every ``min`` lists its candidates in ascending code order and takes a later one only when
+it is strictly smaller, so exact ties go to the smallest code for free; only the final
+choice between the three classes compares codes.  That is 9 compare-selects per voxel
+instead of 26 (plus three subtractions and two multiplications), all branch-free loops
+over the last axis that LLVM vectorises; codes are carried as floats of the compute dtype,
+so that every select runs on lanes of one width.
 
-The int32 basin array itself is the union-find parent array: no extra memory beyond the
-uint8 labels.
+The volume is cut into tiles of ``TI x TJ x TK`` output voxels, and each thread takes a
+contiguous run of tiles with its scratch allocated once.  A tile slides through its planes:
+each input plane is copied once into a ring of three scratch planes of
+``(TJ + 2) x (TK + 2)`` values in the *compute dtype* (float32 or float64, see
+``_api.compute_dtype``; half precision decoded on the fly), with ``+inf`` outside the
+array, so that out-of-volume neighbours (score ``-inf``) are never chosen and the
+in-volume-only (``border="inside"``) rule needs no special case; the plane's ``G`` and
+``Q`` go into a ring of three, and once three planes are in, the middle plane's labels
+are written.  Non-finite values are detected (not counted: the host counts them in the
+error path) while the scratch planes are filled.  The scratch arrays share one buffer,
+staggered so that the 16 streams an output row reads fall into different cache sets.
+Extra memory: one ~0.26 MiB (float32; float64: ~0.5 MiB) scratch buffer per running thread.
 """
 
 import numpy as np
@@ -37,138 +44,104 @@ from numba import njit, prange
 
 from numvox._shared.halfprec import NATIVE, load_f64
 
-TI = 16  # output planes per tile (a ring of 3 scratch planes slides through them)
-TJ = 32  # output rows per tile
+TI = 64  # output planes per tile
+TJ = 16  # output rows per tile
 TK = 256  # output columns per tile
+TKP = TK + 8  # row pitch of the G / Q scratch planes (staggers their cache sets)
+
+# neighbour codes as floats (promoted to the compute dtype where they meet its values)
+_C0, _C1, _C2, _C3 = np.float32(0), np.float32(1), np.float32(2), np.float32(3)
+_C4, _C6, _C7, _C9 = np.float32(4), np.float32(6), np.float32(7), np.float32(9)
+_C13, _C18, _C22, _C45 = np.float32(13), np.float32(18), np.float32(22), np.float32(45)
 
 
 @njit(cache=True)
-def _tile_rows(S, z0, z1, z2, out, oi, oj0, ok0, tj, tk, w2, w3, ninf):
-    """Labels of one plane of a tile from the scratch ring ``S`` (3, tj + 2, tk + 2), whose
-    slots ``z0, z1, z2`` hold the planes before, at and after the output plane.
+def _h_row(S, sp, q, H, Hc, hs, tk):
+    """``H[hs] = min(S[sp, q, r], S[sp, q, r + 2])`` (the row neighbours of scratch column
+    ``r + 1``) and ``Hc[hs]`` its ``dc + 1`` (0 or 2; the left one on ties)."""
+    for r in range(tk):
+        a = S[sp, q, r]
+        b = S[sp, q, r + 2]
+        m = b < a
+        H[hs, r] = b if m else a
+        Hc[hs, r] = _C2 if m else _C0
 
-    Writes ``out[oi, oj0 + q, ok0 + r]`` for ``q < tj``, ``r < tk``.  ``w2``, ``w3`` and ``ninf`` (-inf) are scalars of the
-    compute dtype, so the whole loop stays in it.
-    """
-    for q in range(1, tj + 1):
-        p00 = S[z0, q - 1]
-        p01 = S[z0, q]
-        p02 = S[z0, q + 1]
-        p10 = S[z1, q - 1]
-        p11 = S[z1, q]
-        p12 = S[z1, q + 1]
-        p20 = S[z2, q - 1]
-        p21 = S[z2, q]
-        p22 = S[z2, q + 1]
-        orow = out[oi, oj0 + q - 1, ok0:ok0 + tk]
-        for r in range(1, tk + 1):
-            c = p11[r]
-            s0 = (c - p00[r - 1]) * w3
-            s1 = (c - p00[r]) * w2
-            m = s1 > s0
-            b1 = s1 if m else s0
-            k1 = 1 if m else 0
-            s2 = (c - p00[r + 1]) * w3
-            s3 = (c - p01[r - 1]) * w2
-            m = s3 > s2
-            b2 = s3 if m else s2
-            k2 = 3 if m else 2
-            m = b2 > b1
-            b3 = b2 if m else b1
-            k3 = k2 if m else k1
-            s4 = c - p01[r]
-            s5 = (c - p01[r + 1]) * w2
-            m = s5 > s4
-            b4 = s5 if m else s4
-            k4 = 5 if m else 4
-            s6 = (c - p02[r - 1]) * w3
-            s7 = (c - p02[r]) * w2
-            m = s7 > s6
-            b5 = s7 if m else s6
-            k5 = 7 if m else 6
-            m = b5 > b4
-            b6 = b5 if m else b4
-            k6 = k5 if m else k4
-            m = b6 > b3
-            b7 = b6 if m else b3
-            k7 = k6 if m else k3
-            s8 = (c - p02[r + 1]) * w3
-            s9 = (c - p10[r - 1]) * w2
-            m = s9 > s8
-            b8 = s9 if m else s8
-            k8 = 9 if m else 8
-            s10 = c - p10[r]
-            s11 = (c - p10[r + 1]) * w2
-            m = s11 > s10
-            b9 = s11 if m else s10
-            k9 = 11 if m else 10
-            m = b9 > b8
-            b10 = b9 if m else b8
-            k10 = k9 if m else k8
-            s12 = c - p11[r - 1]
-            s14 = c - p11[r + 1]
-            m = s14 > s12
-            b11 = s14 if m else s12
-            k11 = 14 if m else 12
-            s15 = (c - p12[r - 1]) * w2
-            s16 = c - p12[r]
-            m = s16 > s15
-            b12 = s16 if m else s15
-            k12 = 16 if m else 15
-            m = b12 > b11
-            b13 = b12 if m else b11
-            k13 = k12 if m else k11
-            m = b13 > b10
-            b14 = b13 if m else b10
-            k14 = k13 if m else k10
-            m = b14 > b7
-            b15 = b14 if m else b7
-            k15 = k14 if m else k7
-            s17 = (c - p12[r + 1]) * w2
-            s18 = (c - p20[r - 1]) * w3
-            m = s18 > s17
-            b16 = s18 if m else s17
-            k16 = 18 if m else 17
-            s19 = (c - p20[r]) * w2
-            s20 = (c - p20[r + 1]) * w3
-            m = s20 > s19
-            b17 = s20 if m else s19
-            k17 = 20 if m else 19
-            m = b17 > b16
-            b18 = b17 if m else b16
-            k18 = k17 if m else k16
-            s21 = (c - p21[r - 1]) * w2
-            s22 = c - p21[r]
-            m = s22 > s21
-            b19 = s22 if m else s21
-            k19 = 22 if m else 21
-            s23 = (c - p21[r + 1]) * w2
-            s24 = (c - p22[r - 1]) * w3
-            m = s24 > s23
-            b20 = s24 if m else s23
-            k20 = 24 if m else 23
-            m = b20 > b19
-            b21 = b20 if m else b19
-            k21 = k20 if m else k19
-            m = b21 > b18
-            b22 = b21 if m else b18
-            k22 = k21 if m else k18
-            s25 = (c - p22[r]) * w2
-            s26 = (c - p22[r + 1]) * w3
-            m = s26 > s25
-            b23 = s26 if m else s25
-            k23 = 26 if m else 25
-            m = b23 > b22
-            b24 = b23 if m else b22
-            k24 = k23 if m else k22
-            m = b24 > b15
-            b25 = b24 if m else b15
-            k25 = k24 if m else k15
-            best = b25
-            lab = k25
-            if best < 0:
-                lab = 13
-            orow[r - 1] = lab
+
+@njit(cache=True)
+def _gq_row(S, sp, q, H, Hc, ha, hb, hc, G, Gc, Q, Qc, tk):
+    """``G`` and ``Q`` (values and in-plane codes) of scratch row ``q`` of plane slot ``sp``
+    into ``G[sp, q - 1]``, ``Q[sp, q - 1]``; ``ha, hb, hc``: the ``H`` slots of rows
+    ``q - 1, q, q + 1``."""
+    for r in range(tk):
+        # G: the diagonals, rows q - 1 (codes 0, 2) then q + 1 (codes 6, 8)
+        x0 = H[ha, r]
+        x1 = H[hc, r]
+        k0 = Hc[ha, r]
+        k1 = Hc[hc, r] + _C6
+        m = x1 < x0
+        G[sp, q - 1, r] = x1 if m else x0
+        Gc[sp, q - 1, r] = k1 if m else k0
+        # Q: up (code 1), left / right (3, 5), down (7)
+        x = S[sp, q - 1, r + 1]
+        h = H[hb, r]
+        kh = Hc[hb, r] + _C3
+        m = h < x
+        x = h if m else x
+        k = kh if m else _C1
+        d = S[sp, q + 1, r + 1]
+        m = d < x
+        Q[sp, q - 1, r] = d if m else x
+        Qc[sp, q - 1, r] = _C7 if m else k
+
+
+@njit(cache=True)
+def _out_row(S, G, Gc, Q, Qc, s0, s1, s2, q, out, oi, oj, ok, tk, w2, w3):
+    """Labels of output row ``q`` of the middle plane (slots ``s0, s1, s2`` hold the planes
+    before, at and after it) into ``out[oi, oj, ok:ok + tk]``."""
+    for r in range(tk):
+        c = S[s1, q + 1, r + 1]
+        # corners: G- (codes 0..8), G+ (18..26)
+        x0 = G[s0, q, r]
+        x1 = G[s2, q, r]
+        k0 = Gc[s0, q, r]
+        k1 = Gc[s2, q, r] + _C18
+        m = x1 < x0
+        vc = x1 if m else x0
+        kc = k1 if m else k0
+        # edges: Q- (1..7), G0 (9..17), Q+ (19..25)
+        ve = Q[s0, q, r]
+        ke = Qc[s0, q, r]
+        x = G[s1, q, r]
+        k = Gc[s1, q, r] + _C9
+        m = x < ve
+        ve = x if m else ve
+        ke = k if m else ke
+        x = Q[s2, q, r]
+        k = Qc[s2, q, r] + _C18
+        m = x < ve
+        ve = x if m else ve
+        ke = k if m else ke
+        # faces: v- (4), Q0 (10..16), v+ (22)
+        vf = S[s0, q + 1, r + 1]
+        x = Q[s1, q, r]
+        k = Qc[s1, q, r] + _C9
+        m = x < vf
+        vf = x if m else vf
+        kf = k if m else _C4
+        x = S[s2, q + 1, r + 1]
+        m = x < vf
+        vf = x if m else vf
+        kf = _C22 if m else kf
+        # the best class; ties between classes go to the smallest code; 13 if all < 0
+        sf = c - vf
+        se = (c - ve) * w2
+        sc = (c - vc) * w3
+        best = max(max(max(sf, se), sc), c - c)
+        kf = kf if sf == best else _C45
+        ke = ke if se == best else _C45
+        kc = kc if sc == best else _C45
+        k = min(min(kf, ke), kc)
+        out[oi, oj, ok + r] = np.uint8(_C13 if k == _C45 else k)
 
 
 @njit(cache=True)
@@ -177,10 +150,10 @@ def _fill(V, code, S, slot, ii, j0, k0, tj, tk, owned):
 
     Call it with a literal ``code`` of 0 for native dtypes: Numba then compiles the plain
     copy loop alone, which LLVM vectorises.  When ``owned`` (the plane is one of the tile's
-    output planes), returns the number of non-finite values among the tile's own voxels of
-    this plane (each input voxel is counted by exactly one tile), else 0.
+    output planes), returns 1 if any of the tile's own voxels of this plane (each input
+    voxel belongs to exactly one tile) is NaN or infinite, else 0.
     """
-    bad = 0
+    bad = False
     n0, n1, n2 = V.shape
     inf = np.inf
     rlo = max(0, 1 - k0)
@@ -203,17 +176,17 @@ def _fill(V, code, S, slot, ii, j0, k0, tj, tk, owned):
         else:
             _decode_row(src, code, dst)
         if owned and q >= 1 and q <= tj:
-            bad += _count_nonfinite(S[slot, q, 1:tk + 1])
-    return bad
+            bad = bad | _any_nonfinite(S[slot, q, 1:tk + 1])
+    return 1 if bad else 0
 
 
 @njit(cache=True)
-def _count_nonfinite(row):
-    n = 0
+def _any_nonfinite(row):
+    bad = False
     for r in range(row.shape[0]):
         x = row[r]
-        n += (x - x) != 0  # NaN and +-inf give NaN
-    return n
+        bad = bad | ((x - x) != 0)  # NaN and +-inf give NaN
+    return bad
 
 
 @njit(cache=True)
@@ -228,13 +201,42 @@ def _decode_row(src, code, dst):
         dst[r] = load_f64(src, r, code)
 
 
+@njit(cache=True)
+def _tile(V, code, S, G, Gc, Q, Qc, H, Hc, out, lo0, lo1, lo2, i0, j0, k0, ti, tj, tk, w2, w3):
+    """Labels of the tile ``[i0, i0 + ti) x [j0, j0 + tj) x [k0, k0 + tk)`` of ``V`` into
+    ``out`` (whose origin is ``V``'s ``(lo0, lo1, lo2)``).  Returns the number of its planes
+    with a non-finite voxel."""
+    nbad = 0
+    for step in range(ti + 2):  # a ring of 3 planes: each input plane filled once
+        ii = i0 - 1 + step
+        sp = step % 3
+        owned = step >= 1 and step <= ti
+        if code == NATIVE:
+            nbad += _fill(V, 0, S, sp, ii, j0, k0, tj, tk, owned)
+        else:
+            nbad += _fill(V, code, S, sp, ii, j0, k0, tj, tk, owned)
+        _h_row(S, sp, 0, H, Hc, 0, tk)
+        _h_row(S, sp, 1, H, Hc, 1, tk)
+        for q in range(1, tj + 1):
+            _h_row(S, sp, q + 1, H, Hc, (q + 1) % 3, tk)
+            _gq_row(S, sp, q, H, Hc, (q - 1) % 3, q % 3, (q + 1) % 3, G, Gc, Q, Qc, tk)
+        if step >= 2:
+            s0 = (step - 2) % 3
+            s1 = (step - 1) % 3
+            oi = ii - 1 - lo0
+            for q in range(tj):
+                _out_row(S, G, Gc, Q, Qc, s0, s1, sp, q, out, oi, j0 - lo1 + q, k0 - lo2, tk, w2, w3)
+    return nbad
+
+
 @njit(parallel=True, cache=True)
-def labels_kernel(V, code, proto, out, lo0, lo1, lo2, hi0, hi1, hi2, w2, w3, ninf):
+def labels_kernel(V, code, proto, out, lo0, lo1, lo2, hi0, hi1, hi2, w2, w3, nthreads):
     """Labels of ``V[lo0:hi0, lo1:hi1, lo2:hi2]`` into ``out`` (shape ``hi - lo``).
 
-    Neighbours outside ``V`` are not candidates.  ``proto`` is an empty-tile array of the
-    compute dtype, shape (3, TJ + 2, TK + 2).  Returns the number of non-finite values in
-    the labelled region.
+    Neighbours outside ``V`` are not candidates.  ``proto`` is an empty array of the compute
+    dtype (its dtype is all that is used); the tiles are shared out in ``4 * nthreads``
+    runs.  Returns 0 if the labelled region is finite, else a positive number (the host
+    counts the non-finite values).
     """
     m0 = hi0 - lo0
     m1 = hi1 - lo1
@@ -243,31 +245,37 @@ def labels_kernel(V, code, proto, out, lo0, lo1, lo2, hi0, hi1, hi2, w2, w3, nin
     ntj = (m1 + TJ - 1) // TJ
     ntk = (m2 + TK - 1) // TK
     ntiles = nti * ntj * ntk
-    bad = np.zeros(ntiles, np.int64)
-    for t in prange(ntiles):
-        a = t // (ntj * ntk)
-        rest = t - a * (ntj * ntk)
-        b = rest // ntk
-        cc = rest - b * ntk
-        i0 = lo0 + a * TI
-        j0 = lo1 + b * TJ
-        k0 = lo2 + cc * TK
-        ti = min(TI, hi0 - i0)
-        tj = min(TJ, hi1 - j0)
-        tk = min(TK, hi2 - k0)
-        S = np.empty_like(proto)
+    nrun = max(1, min(ntiles, 4 * nthreads))
+    bad = np.zeros(nrun, np.int64)
+    n3 = 3 * TJ * TKP
+    for run in prange(nrun):
+        # one buffer, its parts staggered by 256 bytes (mod 4 KiB: distinct cache sets)
+        buf = np.empty(3 * (TJ + 2) * (TK + 2) + 4 * n3 + 6 * TKP + 512, proto.dtype)
+        S = buf[0:3 * (TJ + 2) * (TK + 2)].reshape((3, TJ + 2, TK + 2))
+        o = 3 * (TJ + 2) * (TK + 2) + 64
+        G = buf[o:o + n3].reshape((3, TJ, TKP))
+        o += n3 + 64
+        Gc = buf[o:o + n3].reshape((3, TJ, TKP))
+        o += n3 + 64
+        Q = buf[o:o + n3].reshape((3, TJ, TKP))
+        o += n3 + 64
+        Qc = buf[o:o + n3].reshape((3, TJ, TKP))
+        o += n3 + 64
+        H = buf[o:o + 3 * TKP].reshape((3, TKP))
+        o += 3 * TKP + 64
+        Hc = buf[o:o + 3 * TKP].reshape((3, TKP))
         nbad = 0
-        for step in range(ti + 2):  # a ring of 3 planes: each plane filled once
-            ii = i0 - 1 + step
-            owned = step >= 1 and step <= ti
-            if code == NATIVE:
-                nbad += _fill(V, 0, S, step % 3, ii, j0, k0, tj, tk, owned)
-            else:
-                nbad += _fill(V, code, S, step % 3, ii, j0, k0, tj, tk, owned)
-            if step >= 2:
-                _tile_rows(S, (step - 2) % 3, (step - 1) % 3, step % 3, out,
-                                   ii - 1 - lo0, j0 - lo1, k0 - lo2, tj, tk, w2, w3, ninf)
-        bad[t] = nbad
+        for t in range(run * ntiles // nrun, (run + 1) * ntiles // nrun):
+            a = t // (ntj * ntk)
+            rest = t - a * (ntj * ntk)
+            b = rest // ntk
+            cc = rest - b * ntk
+            i0 = lo0 + a * TI
+            j0 = lo1 + b * TJ
+            k0 = lo2 + cc * TK
+            nbad += _tile(V, code, S, G, Gc, Q, Qc, H, Hc, out, lo0, lo1, lo2, i0, j0, k0,
+                          min(TI, hi0 - i0), min(TJ, hi1 - j0), min(TK, hi2 - k0), w2, w3)
+        bad[run] = nbad
     return bad.sum()
 
 
