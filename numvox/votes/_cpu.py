@@ -22,8 +22,9 @@ kernel is written once.
 Scan
 ----
 A line is cut into segments of at most ``SEG`` voxels.  A segment is scanned in blocks of
-``NB = (64 // C) * C`` numbers (whole voxels): a branch-free loop that LLVM vectorises
-builds the block's 64-bit mask of ``value >= threshold``, the background channel is masked
+``NB = (64 // C) * C`` numbers (whole voxels): one 64-lane vector compare
+(:func:`_mask64`; a scalar loop for the segment's last, short block) builds the block's
+64-bit mask of ``value >= threshold``, the background channel is masked
 out and the set bits (``tzcnt``) list the votes, so blocks without votes (most blocks of a
 real network output) cost one vectorised compare per number.  Each vote found has its
 offsets prefetched at once (the only offsets ever read); a second loop turns the votes into
@@ -126,6 +127,47 @@ def _ctz(typingctx, v):
         return builder.cttz(args[0], ir.IntType(1)(1))
 
     return types.int64(v), codegen
+
+
+@intrinsic
+def _mask64(typingctx, arr, start, thr):
+    """The votes among the 64 numbers ``arr[start:start + 64]`` (``start + 64 <= arr.size``)
+    as a ``uint64`` (bit ``j``: element ``start + j``), the test as :func:`_passes`:
+    ``v >= thr``, or ``lo <= v <= hi`` for half-precision bits and ``thr = (lo, hi)``.
+
+    One 64-lane vector compare in LLVM IR, which the backend splits into native compares and
+    sign-mask moves (``vcmpps`` + ``vmovmskps`` on AVX2): a fraction of the work of a
+    shift-and-or per element, so that the scan runs at memory speed.
+    """
+    if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C"):
+        return None
+    bits = isinstance(thr, types.BaseTuple)
+    if bits and arr.dtype != types.uint16:
+        return None
+    if not bits and not isinstance(arr.dtype, types.Float):
+        return None
+
+    def codegen(context, builder, signature, args):
+        aryty, _, thrty = signature.args
+        ary = context.make_array(aryty)(context, builder, args[0])
+        elt = context.get_data_type(aryty.dtype)
+        vec = ir.VectorType(elt, 64)
+        ptr = builder.bitcast(builder.gep(ary.data, [args[1]]), vec.as_pointer())
+        v = builder.load(ptr, align=context.get_abi_sizeof(elt))
+        undef = ir.Constant(vec, ir.Undefined)
+        zeros = ir.Constant(ir.VectorType(ir.IntType(32), 64), [0] * 64)
+
+        def splat(x):
+            return builder.shuffle_vector(builder.insert_element(undef, x, ir.IntType(32)(0)), undef, zeros)
+
+        if bits:
+            lo, hi = cgutils.unpack_tuple(builder, args[2])
+            m = builder.and_(builder.icmp_unsigned(">=", v, splat(lo)), builder.icmp_unsigned("<=", v, splat(hi)))
+        else:
+            m = builder.fcmp_ordered(">=", v, splat(context.cast(builder, args[2], thrty, aryty.dtype)))
+        return builder.bitcast(m, ir.IntType(64))
+
+    return types.uint64(arr, types.intp, thr), codegen
 
 
 def _segment(P, pcode, line, b, x, y, z0, z1, C, buf):
@@ -389,10 +431,13 @@ def aggregate_cpu(P, pcode, O, ocode, thr_scan, dims, L, landmark_major, linear,
                 nv = 0
                 if NB:
                     for s in range(0, n, NB):
-                        blk = vals[s : min(s + NB, n)]
-                        bits = np.uint64(0)
-                        for j in range(blk.size):
-                            bits |= np.uint64(_passes(blk[j], thr_scan)) << np.uint64(j)
+                        if s + 64 <= n:
+                            bits = _mask64(vals, s, thr_scan)  # bits >= NB are cleared by chan
+                        else:
+                            blk = vals[s : min(s + NB, n)]
+                            bits = np.uint64(0)
+                            for j in range(blk.size):
+                                bits |= np.uint64(_passes(blk[j], thr_scan)) << np.uint64(j)
                         bits &= chan
                         zs = z0 + s // C
                         while bits:
