@@ -8,14 +8,24 @@ from ._harness import Baseline, Case
 SECTION = "Steepest-descent labels and basins"
 
 NOTES = """
-* **Where the time goes.** Single-thread (`NUMBA_NUM_THREADS=1`, 256^3 float32, quiet
-  machine): 25-26 ms = ~6.7 ms copying planes into the tiles' scratch ring (+inf borders,
-  non-finite count) + ~19 ms for the 26 compares (AVX-512, 16 voxels per iteration; bound by
-  the 27 mostly unaligned vector loads per iteration, not by arithmetic: a rewrite with
-  three distance classes, a third fewer operations, ran no faster).  Both cores: ~12.8 ms
-  (perfect scaling), i.e. ~4.6-5x the single-threaded `volume.sum()`: the issue's <= 5x
-  holds, with a small margin.  Basins 256^3 single-thread: labels 29 ms + slab union-find
-  198 ms + compression/numbering 105 ms.
+* **Kernel.** Per voxel the 26 scores reduce to three distance classes: within a class the
+  weight is shared, so its best neighbour is its smallest value (smallest code on ties).
+  The class minima separate along the axes and are shared between neighbouring voxels: per
+  plane, row minima `H`, in-plane diagonals `G` and in-plane faces `Q` (with their codes);
+  per voxel, corners = min(G-, G+), edges = min(Q-, G0, Q+), faces = min(v-, Q0, v+), then
+  the three scores and a code comparison only between classes.  9 compare-selects per
+  voxel instead of 26 (`numvox/labels/_cpu.py`), vectorised over the last axis; tiles of
+  64 x 16 x 256 voxels, one ~0.26 MiB scratch buffer per thread.
+* **Where the time goes** (this machine: AMD EPYC family 23 model 1 = Zen 1, AVX2 executed
+  as 128-bit halves, so every 8-lane compare, min or select costs two of the two vector
+  ports that can run them; 256^3 float32, one thread, pieces switched off in turn): ~78 ms
+  = copying planes into the scratch ring ~10 ms (reads the volume from DRAM) + row minima
+  ~4 ms + `G`/`Q` ~17 ms + the per-voxel stage ~49 ms (of which ~11 ms are the 16 MiB of
+  label writes).  Both cores: ~40 ms (perfect scaling) on a quiet machine.  The previous
+  26-compare kernel took 105 ms on one thread and 71 ms on two here (its per-tile scratch
+  allocations serialised the threads); on the AVX-512 machine of the 2026-11-25 run it took
+  13.5 ms, i.e. that machine did this work ~8x faster while its `volume.sum()` was only ~2x
+  faster (2.65 vs 5.6 ms), so the "within 5x of the floor" ratio depends on the machine.
 * **Labels vs the seed.** `create_label2` (seed 003's `sliding_window_view` answer, in
   `benchmarks/baselines_labels.py`) builds several `(n-2)^3 x 27` temporaries (float32 and
   float64): its peak extra memory is tens of times the 64 MiB input.  numvox reads each input
@@ -25,8 +35,9 @@ NOTES = """
   once (repeat 1).
 * **First call.** Each case's kernels are loaded by a tiny warm-up call before it is
   measured (so that Numba's cache-load allocations do not show up as peak memory); a cold
-  process needs ~1-2 s to load them from the on-disk cache, and ~30-60 s to compile them the
-  very first time.
+  process needs ~1 s to load them from the on-disk cache, and ~15 s per input dtype to
+  compile them the very first time (measured here with an empty cache: float32 17 s, int16
+  15 s, float16 14 s).
 * **Memory floor.** The "memory floor: volume.sum()" row is NumPy's single-threaded sum of
   the same float32 volume; its "speed-up" column is floor time / numvox time, so the issue's
   "within 5x of the floor" reads as a value >= 0.2x.  numvox runs on both cores.
@@ -35,11 +46,14 @@ NOTES = """
   time) on a smoothed random volume; measured on 128^3 and scaled by 8 (voxel ratio; the
   priority-flood is O(N log N), so the scaled figure flatters the baseline slightly).  The
   two answers differ by design: watershed floods from markers, descent basins follow each
-  voxel's steepest-descent pointer.
+  voxel's steepest-descent pointer.  Basins' time is mostly the union-find (labels are
+  ~10 % of it).
 * **CUDA path on paper (H100, ~3 TB/s, ~60 TFLOP/s fp32).** Labels: 8^3 outputs per block
   from a 10^3 shared tile: 4 B x (10/8)^3 ~ 7.8 B read (halo re-reads mostly hit L2, so
   ~4-5 B from HBM) + 1 B written per voxel; 256^3 -> ~85-130 MB -> ~30-45 us; 26 x 4 flops
-  per voxel -> 1.7 GFLOP -> ~30 us, so ~50 us per 256^3 volume.  Basins: each hook/jump
+  per voxel -> 1.7 GFLOP -> ~30 us, so ~50 us per 256^3 volume (the CUDA kernel still does
+  the direct 26-way comparison; the class-minimum form would cut its arithmetic, not its
+  memory traffic).  Basins: each hook/jump
   round reads the labels (1 B) and 2-3 int32 parents per voxel, mostly random for the
   targets: ~12 B/voxel/round; typically 5-15 rounds at 256^3 -> 1-3 GB -> 0.3-1 ms, plus a
   host sync per round (~10 us) and the numbering (3 passes, ~25 B/voxel).

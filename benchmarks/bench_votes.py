@@ -38,36 +38,42 @@ only those pages.
 
 CPU kernel: one pass over `probs`.  Contiguous float32/float64 inputs (and float16/bfloat16,
 as their uint16 bits compared against the bit range [smallest half >= threshold, +inf], for a
-threshold > 0) are scanned as flat
-(b, x, y) lines of Z*(L+1) numbers: a vectorised compare builds a 64-bit vote mask per block
-of whole voxels (background channel masked out), `tzcnt` lists the votes, and only the
-offsets of voting voxels are read.  Each thread runs a three-stage software pipeline over
-its lines: it finds the votes of line t (prefetching their offsets), turns those of line
-t - 1 into targets (branch-free, so the cache misses of scattered votes overlap) and adds
-those of line t - 2.  Strided and F-ordered inputs (and half precision with a threshold
-<= 0) run the same kernel through a small float64 segment buffer.
-Each thread owns the heatmap rows of its source rows; votes crossing to another thread's
-rows go to a deferred list (bounded, lazily mapped: at most half the output's bytes) that
-the owners add afterwards, so there are no atomics and no copies of the output and peak
-extra memory stays within 1x the output.  The rows are split between the threads by a
-sampled vote count (every 16th line, ~2 ms), as votes cluster: in the spheres case an
-even split left one thread 70 % of the votes (38.5 ms; balanced 33 ms).
+threshold > 0) are scanned as flat (b, x, y) lines of Z*(L+1) numbers: one 64-lane vector
+compare per block of whole voxels (`_mask64`, emitted as LLVM IR so that it becomes
+`vcmpps` + `vmovmskps`; it replaced a shift-and-or per number, which took the one-thread scan
+of the 432 MB `probs` from 72 to 42 ms here) builds the block's 64-bit vote mask
+(background channel masked out), `tzcnt` lists the votes, and only the offsets of voting
+voxels are read.  Each thread runs a three-stage software pipeline over its lines: it finds
+the votes of line t (prefetching their offsets), turns those of line t - 1 into targets
+(branch-free, so the cache misses of scattered votes overlap) and adds those of line t - 2.
+Strided and F-ordered inputs (and half precision with a threshold <= 0) run the same kernel
+through a small float64 segment buffer.  Each thread owns the heatmap rows of its source
+rows; votes crossing to another thread's rows go to a deferred list (bounded, lazily mapped:
+at most half the output's bytes) that the owners add afterwards, so there are no atomics
+and no copies of the output and peak extra memory stays within 1x the output.  The rows are
+split between the threads by a sampled vote count (every 16th line, ~2 ms), as votes
+cluster.
 
-Where the time goes (spheres, quiet machine): the scan alone (threshold above every
-value) takes ~15 ms on 2 threads and is bandwidth-bound (18 ms on one); each vote then
-costs ~13 ns of one core (3 offset loads, the float64 range checks and index, the add),
-~18 ms for the 2.7 M votes over 2 threads.  The uniform case adds what no kernel can avoid
-there: its 3.2 M votes land all over the 309 MiB heatmaps, so every page of the output is
-faulted in and zeroed by the OS (~29 ms single-threaded for 309 MiB) and every vote is a
-random read-modify-write of DRAM, and its voting voxels are scattered, so their offset
-lines are fetched one by one.  Reading both inputs once with NumPy does none of that,
-which is why the uniform case stays near 0.5x of the read floor.
+Where the time goes (this machine, an AMD EPYC Zen 1 VM with ~11 GB/s for one thread;
+process CPU time of one thread, pre-zeroed output, pieces of the kernel switched off in
+turn): *spheres* 109 ms = scan ~45 ms (memory-bound) + targets of the 2.7 M votes ~37 ms
+(~14 ns each: float64 range checks, floor, index) + their offset reads ~26 ms + the adds
+~2 ms (the votes hit the few voxels around each landmark, which stay in cache).  *uniform*
+~220-260 ms = scan ~45 + targets of its 3.2 M votes ~60 + offset reads ~43 (the voting
+voxels are scattered, so their offset lines come one by one) + the adds 75-110 ms (every
+vote a random read-modify-write of DRAM across the 309 MiB heatmaps); a new output adds its
+page faults (~50 ms on one thread for 309 MiB: the OS zeroes every page the votes reach).
+Reading both inputs once with NumPy does none of the random work, which is why the uniform
+case stays below the read floor.  Tried this session and dropped (no gain here): a
+prefetch of each vote's heatmap line one pipeline stage ahead; binning the votes by heatmap
+slab (512 KiB) and adding them slab by slab (the adds then hit cache, but writing and
+reading the bins cost as much as the cache misses they saved: 213 vs 231 ms).
 
-Run-to-run spread (2026-11-25, five runs after the harness change): numvox's spheres median
-stayed at 35-37 ms, while the np.nonzero + np.bincount baseline (2 repeats) measured 272-409
-ms, so the spheres ratio read 7.5-11.7x (the issue's target is >= 10x: met in one run of
-five); the uniform ratio read 4.4-7.8x and its read-floor ratio 0.49-0.58.  `heatmap_peaks` uses NumPy's SIMD `argmax` on
-contiguous NaN-free heatmaps and a parallel Numba row scan otherwise.
+Noise: this 2-core VM shares its host; the same measurement moves by up to +-25 % between
+runs minutes apart (the uniform case read 172-224 ms on 2 threads in this session's runs),
+so every ratio below is one run, and the CPU-time lines after the table are the steadier
+measure of each side's work.  `heatmap_peaks` uses NumPy's SIMD `argmax` on contiguous
+NaN-free heatmaps and a parallel Numba row scan otherwise.
 
 CUDA path, on paper (no GPU here; H100 at ~3.35 TB/s HBM3): the kernel reads `probs` once
 (300^3 x 4 x 4 B = 432 MB, coalesced: a warp reads 32 consecutive voxels = 512 contiguous
