@@ -55,16 +55,20 @@ _C4, _C6, _C7, _C9 = np.float32(4), np.float32(6), np.float32(7), np.float32(9)
 _C13, _C18, _C22, _C45 = np.float32(13), np.float32(18), np.float32(22), np.float32(45)
 
 
+@njit(inline="always", cache=True)
+def _later_if_less(v, k, x, kx):
+    """One step of an ordered minimum: the candidate ``(x, kx)``, listed after ``(v, k)``
+    in code order, replaces it only when strictly smaller (ties keep the smaller code)."""
+    m = x < v
+    return (x if m else v), (kx if m else k)
+
+
 @njit(cache=True)
 def _h_row(S, sp, q, H, Hc, hs, tk):
     """``H[hs] = min(S[sp, q, r], S[sp, q, r + 2])`` (the row neighbours of scratch column
     ``r + 1``) and ``Hc[hs]`` its ``dc + 1`` (0 or 2; the left one on ties)."""
     for r in range(tk):
-        a = S[sp, q, r]
-        b = S[sp, q, r + 2]
-        m = b < a
-        H[hs, r] = b if m else a
-        Hc[hs, r] = _C2 if m else _C0
+        H[hs, r], Hc[hs, r] = _later_if_less(S[sp, q, r], _C0, S[sp, q, r + 2], _C2)
 
 
 @njit(cache=True)
@@ -74,24 +78,10 @@ def _gq_row(S, sp, q, H, Hc, ha, hb, hc, G, Gc, Q, Qc, tk):
     ``q - 1, q, q + 1``."""
     for r in range(tk):
         # G: the diagonals, rows q - 1 (codes 0, 2) then q + 1 (codes 6, 8)
-        x0 = H[ha, r]
-        x1 = H[hc, r]
-        k0 = Hc[ha, r]
-        k1 = Hc[hc, r] + _C6
-        m = x1 < x0
-        G[sp, q - 1, r] = x1 if m else x0
-        Gc[sp, q - 1, r] = k1 if m else k0
+        G[sp, q - 1, r], Gc[sp, q - 1, r] = _later_if_less(H[ha, r], Hc[ha, r], H[hc, r], Hc[hc, r] + _C6)
         # Q: up (code 1), left / right (3, 5), down (7)
-        x = S[sp, q - 1, r + 1]
-        h = H[hb, r]
-        kh = Hc[hb, r] + _C3
-        m = h < x
-        x = h if m else x
-        k = kh if m else _C1
-        d = S[sp, q + 1, r + 1]
-        m = d < x
-        Q[sp, q - 1, r] = d if m else x
-        Qc[sp, q - 1, r] = _C7 if m else k
+        x, k = _later_if_less(S[sp, q - 1, r + 1], _C1, H[hb, r], Hc[hb, r] + _C3)
+        Q[sp, q - 1, r], Qc[sp, q - 1, r] = _later_if_less(x, k, S[sp, q + 1, r + 1], _C7)
 
 
 @njit(cache=True)
@@ -101,37 +91,13 @@ def _out_row(S, G, Gc, Q, Qc, s0, s1, s2, q, out, oi, oj, ok, tk, w2, w3):
     for r in range(tk):
         c = S[s1, q + 1, r + 1]
         # corners: G- (codes 0..8), G+ (18..26)
-        x0 = G[s0, q, r]
-        x1 = G[s2, q, r]
-        k0 = Gc[s0, q, r]
-        k1 = Gc[s2, q, r] + _C18
-        m = x1 < x0
-        vc = x1 if m else x0
-        kc = k1 if m else k0
+        vc, kc = _later_if_less(G[s0, q, r], Gc[s0, q, r], G[s2, q, r], Gc[s2, q, r] + _C18)
         # edges: Q- (1..7), G0 (9..17), Q+ (19..25)
-        ve = Q[s0, q, r]
-        ke = Qc[s0, q, r]
-        x = G[s1, q, r]
-        k = Gc[s1, q, r] + _C9
-        m = x < ve
-        ve = x if m else ve
-        ke = k if m else ke
-        x = Q[s2, q, r]
-        k = Qc[s2, q, r] + _C18
-        m = x < ve
-        ve = x if m else ve
-        ke = k if m else ke
+        ve, ke = _later_if_less(Q[s0, q, r], Qc[s0, q, r], G[s1, q, r], Gc[s1, q, r] + _C9)
+        ve, ke = _later_if_less(ve, ke, Q[s2, q, r], Qc[s2, q, r] + _C18)
         # faces: v- (4), Q0 (10..16), v+ (22)
-        vf = S[s0, q + 1, r + 1]
-        x = Q[s1, q, r]
-        k = Qc[s1, q, r] + _C9
-        m = x < vf
-        vf = x if m else vf
-        kf = k if m else _C4
-        x = S[s2, q + 1, r + 1]
-        m = x < vf
-        vf = x if m else vf
-        kf = _C22 if m else kf
+        vf, kf = _later_if_less(S[s0, q + 1, r + 1], _C4, Q[s1, q, r], Qc[s1, q, r] + _C9)
+        vf, kf = _later_if_less(vf, kf, S[s2, q + 1, r + 1], _C22)
         # the best class; ties between classes go to the smallest code; 13 if all < 0
         sf = c - vf
         se = (c - ve) * w2
