@@ -165,9 +165,10 @@ labels twice (summary pass, then relabelling from a cloned graph so that no chun
 memory between the passes), plus a serial chunk-local union-find and one merge task whose memory
 is ~40 bytes per chunk-local basin (a few MiB here).
 
-On-paper plan for 4096^3 float32 (256 GiB) on a cluster, scaled from the rows above (measured
-on this shared 2-core machine: the Dask labels pipeline, Zarr decode/encode included, costs ~77 ns
-per voxel per core, basins ~260 ns; the bare in-memory labels kernel ~10 ns):
+On-paper plan for 4096^3 float32 (256 GiB) on a cluster, scaled from the rows of the 2026-11-25
+run (an AVX-512 machine: the Dask labels pipeline, Zarr decode/encode included, cost ~77 ns per
+voxel per core, basins ~260 ns, the bare in-memory labels kernel ~10 ns; on this run's Zen 1
+VM the rows above give ~110 ns and ~270 ns, and ~8 ns for the in-memory labels):
 - chunks 256^3 (64 MiB float32; 16^3 = 4096 chunks; halo +2.4 %), Zarr on a parallel file system or
   object store; workers with 1-2 threads and >= 1.5 GiB each (a basins task holds the haloed chunk,
   16 MiB of labels, 64 MiB of int32 ids and the summaries of a few chunks, on top of ~260 MiB of

@@ -27,12 +27,11 @@ the landmarks with 1 voxel of noise).
 Where the time goes: the numvox side is the `aggregate_votes` CPU kernel itself (the
 wrapper adds microseconds and no copies), so its ratio to the TF implementation follows the
 kernel's ratio to the read floor (the "read floor" rows: both inputs summed once with
-NumPy through the same zero-copy views).  The issue's ≥ 5× target over this TF code holds
-only once the kernel runs near that floor (at 256³ float32 it does: 5×; at 128³ the kernel
-is ~2× the floor; float16 inputs take the kernel 3-4× longer than float32 inputs); see the
-vote-aggregation section for the kernel's own numbers.  The machine was shared with other
-jobs (load average 2-3 during this run, up to 10 in earlier ones, which gave 1.4-2.8×):
-numbers are noisy, Numba's thread wake-ups especially.
+NumPy through the same zero-copy views; NumPy's float16 sum is slow, so the float16 "read
+floor" ratio flatters numvox); see the vote-aggregation section for the kernel's own
+numbers.  This 2-core VM shares its host with other jobs: identical runs minutes apart
+differ by up to +-25 % (more for the medians of Numba's multi-threaded calls), so read each
+ratio as one sample.
 
 CUDA path on paper (not measured: no GPU here): at 256³, L = 3, float32, the kernel reads the
 probabilities once (256³ · 4 · 4 B = 268 MB), the offsets only of the ~10 % voting voxels
