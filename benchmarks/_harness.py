@@ -320,14 +320,22 @@ def machine_description():
     import scipy
 
     cpu = platform.processor() or "unknown CPU"
+    info = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
+                key, _, value = line.partition(":")
+                info.setdefault(key.strip(), value.strip())
     except OSError:  # pragma: no cover
         pass
+    if "model name" in info:
+        # "AMD EPYC" names several generations: family / model and the widest SIMD tell them apart
+        flags = info.get("flags", "").split()
+        simd = next((name for f, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"))
+                     if f in flags), "")
+        extra = ", ".join(x for x in (f"family {info['cpu family']} model {info['model']}"
+                                      if "cpu family" in info and "model" in info else "", simd) if x)
+        cpu = info["model name"] + (f" ({extra})" if extra else "")
     mem = ""
     try:
         with open("/proc/meminfo") as f:
