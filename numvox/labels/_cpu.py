@@ -37,6 +37,22 @@ are written.  Non-finite values are detected (not counted: the host counts them 
 error path) while the scratch planes are filled.  The scratch arrays share one buffer,
 staggered so that the 16 streams an output row reads fall into different cache sets.
 Extra memory: one ~0.26 MiB (float32; float64: ~0.5 MiB) scratch buffer per running thread.
+
+Basins
+------
+Union-find over the voxel -> descent-target edges, with "link the larger root under the
+smaller" so every root is its component's smallest flat index (= first voxel in C order):
+
+1. slabs of planes in parallel, each uniting only the edges inside its slab (no races: a
+   slab's union-find touches only its own entries);
+2. the few edges that cross slab boundaries, serially;
+3. full path compression in parallel (threads only ever write a node's root, which every
+   concurrent reader also accepts as an ancestor);
+4. roots numbered in C order with a per-plane count + prefix sum, then every voxel takes its
+   root's number.
+
+The int32 basin array itself is the union-find parent array: no extra memory beyond the
+uint8 labels.
 """
 
 import numpy as np
