@@ -331,11 +331,14 @@ def machine_description():
     if "model name" in info:
         # "AMD EPYC" names several generations: family / model and the widest SIMD tell them apart
         flags = info.get("flags", "").split()
-        simd = next((name for f, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"))
-                     if f in flags), "")
-        extra = ", ".join(x for x in (f"family {info['cpu family']} model {info['model']}"
-                                      if "cpu family" in info and "model" in info else "", simd) if x)
-        cpu = info["model name"] + (f" ({extra})" if extra else "")
+        extra = []
+        if "cpu family" in info and "model" in info:
+            extra.append(f"family {info['cpu family']} model {info['model']}")
+        for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX")):
+            if flag in flags:
+                extra.append(name)  # the widest only
+                break
+        cpu = info["model name"] + (f" ({', '.join(extra)})" if extra else "")
     mem = ""
     try:
         with open("/proc/meminfo") as f:

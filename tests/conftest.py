@@ -49,3 +49,10 @@ def cuda_backend():
     """For tests that only make sense on CUDA; mark them ``@pytest.mark.cuda`` too."""
     _require_cuda()
     return "cuda"
+
+
+@pytest.fixture
+def repo_benchmarks(monkeypatch):
+    """The repository's ``benchmarks`` package importable (it is not installed): the test
+    imports it by name; sys.path is restored afterwards."""
+    monkeypatch.syspath_prepend(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

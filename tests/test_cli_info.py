@@ -63,9 +63,7 @@ def test_load_array_errors_are_user_errors(tmp_path):
     np.testing.assert_array_equal(cli.load_array(str(tmp_path / "x.npy")), np.arange(3))
 
 
-def test_benchmark_runner_writes_its_section(tmp_path, monkeypatch):
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    monkeypatch.syspath_prepend(root)
+def test_benchmark_runner_writes_its_section(tmp_path, repo_benchmarks):
     from benchmarks.__main__ import main, update_results
 
     results = tmp_path / "RESULTS.md"

@@ -158,13 +158,9 @@ def test_seed_semantics_by_hand():
     assert numvox.descent_labels(v)[1, 1, 1] == 14
 
 
-def test_matches_seed_create_label2_in_interior(monkeypatch):
+def test_matches_seed_create_label2_in_interior(repo_benchmarks):
     """Interior labels equal the seed's create_label2 except at strict local minima."""
-    import importlib
-    import os
-
-    monkeypatch.syspath_prepend(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    baselines = importlib.import_module("benchmarks.baselines_labels")  # part of the repo: no skip
+    from benchmarks import baselines_labels as baselines  # part of the repo: never skipped
     rng = np.random.default_rng(5)
     for v in (rng.random((12, 13, 14)).astype(np.float32),
               rng.integers(0, 4, (12, 13, 14)).astype(np.int16)):
