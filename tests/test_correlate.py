@@ -9,53 +9,13 @@ from hypothesis import strategies as st
 
 import numvox
 from numvox.correlate import _api, _direct, _fft
+from reference import ref_correlate, ref_ncc
 
 MODES = ("full", "same", "valid")
 
 
 # ---------------------------------------------------------------------------------------------
 # independent references (float64, per pair, obviously correct)
-def ref_correlate(images, filters, mode, channel_axis=None):
-    images = np.asarray(images, dtype=np.float64)
-    filters = np.asarray(filters, dtype=np.float64)
-    rows = []
-    for x in images:
-        row = []
-        for f in filters:
-            if channel_axis is None:
-                row.append(scipy.signal.correlate(x, f, mode=mode, method="direct"))
-            else:
-                xc = np.moveaxis(x, channel_axis - 1 if channel_axis > 0 else channel_axis, -1)
-                fc = np.moveaxis(f, channel_axis - 1 if channel_axis > 0 else channel_axis, -1)
-                row.append(sum(scipy.signal.correlate(xc[..., c], fc[..., c], mode=mode, method="direct")
-                               for c in range(xc.shape[-1])))
-        rows.append(row)
-    return np.array(rows)
-
-
-def ref_ncc(image, template, mode):
-    """Pearson coefficient of ``template`` and every window of zero-padded ``image`` (loops)."""
-    image = np.asarray(image, dtype=np.float64)
-    t = np.asarray(template, dtype=np.float64)
-    full_pad = [(s - 1, s - 1) for s in t.shape]
-    padded = np.pad(image, full_pad)
-    full_shape = [S + s - 1 for S, s in zip(image.shape, t.shape)]
-    full = np.zeros(full_shape)
-    tz = t - t.mean()
-    for idx in np.ndindex(*full_shape):
-        w = padded[tuple(slice(i, i + s) for i, s in zip(idx, t.shape))]
-        wz = w - w.mean()
-        den = np.sqrt((wz * wz).sum() * (tz * tz).sum())
-        full[idx] = (wz * tz).sum() / den if den > 1e-12 else 0.0
-    if mode == "full":
-        return full
-    if mode == "same":
-        sl = tuple(slice((s - 1) // 2, (s - 1) // 2 + S) for S, s in zip(image.shape, t.shape))
-    else:
-        sl = tuple(slice(s - 1, S) for S, s in zip(image.shape, t.shape))
-    return full[sl]
-
-
 def assert_close(got, ref, dtype):
     got = np.asarray(got, dtype=np.float64)
     scale = max(1.0, float(np.abs(ref).max())) if ref.size else 1.0

@@ -13,6 +13,7 @@ distributed = pytest.importorskip("distributed")
 
 import numvox  # noqa: E402
 import numvox.dask as nd  # noqa: E402
+from reference import ref_basins
 
 
 @pytest.fixture(scope="module")
@@ -83,24 +84,6 @@ CHUNKINGS = [
     ((6, 1), (1, 5), (1, 1, 1, 2)),
     (7, 6, 5),  # one chunk
 ]
-
-
-def ref_basins(volume):
-    """Independent reference: weak components of voxel -> descent target (SciPy), numbered
-    in C order of each component's first voxel."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    lab = np.asarray(numvox.descent_labels(volume)).astype(np.int64)
-    n = lab.size
-    i, j, k = np.indices(lab.shape)
-    t = ((i + lab // 9 - 1) * lab.shape[1] + (j + (lab // 3) % 3 - 1)) * lab.shape[2] + (k + lab % 3 - 1)
-    g = coo_matrix((np.ones(n), (np.arange(n), t.ravel())), shape=(n, n))
-    _, comp = connected_components(g, directed=True, connection="weak")
-    _, first = np.unique(comp, return_index=True)
-    rank = np.empty(first.size, np.int64)
-    rank[np.argsort(first)] = np.arange(1, first.size + 1)
-    return rank[comp].reshape(lab.shape).astype(np.int32)
 
 
 # -- descent_labels ------------------------------------------------------------------------
@@ -180,7 +163,7 @@ def test_basins_equal_in_memory(client, chunks):
     res = nd.descent_basins(da.from_array(v, chunks=chunks))
     assert isinstance(res, da.Array) and res.dtype == np.int32
     got = res.compute()
-    np.testing.assert_array_equal(got, ref_basins(v))
+    np.testing.assert_array_equal(got, ref_basins(v, labels=numvox.descent_labels(v)))
     np.testing.assert_array_equal(got, numvox.descent_basins(v))
 
 
@@ -206,7 +189,7 @@ def test_basins_random_shapes_and_chunks(one_numba_thread, data):
     seed = data.draw(st.integers(0, 2**16))
     v = np.random.default_rng(seed).integers(0, 3, shape).astype(np.uint8)
     got = nd.descent_basins(da.from_array(v, chunks=chunks)).compute(scheduler="sync")
-    np.testing.assert_array_equal(got, ref_basins(v))
+    np.testing.assert_array_equal(got, ref_basins(v, labels=numvox.descent_labels(v)))
 
 
 def test_zarr_round_trip(client, tmp_path):

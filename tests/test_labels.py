@@ -9,6 +9,7 @@ from scipy.sparse.csgraph import connected_components
 import numvox
 from conftest import SIMULATED
 from numvox.labels._api import basins_from_labels_cpu, labels_block_cpu
+from reference import ref_basins, ref_labels, ref_scores
 
 try:
     import ml_dtypes
@@ -23,47 +24,6 @@ ALL_DTYPES = INT_DTYPES + FLOAT_DTYPES
 
 
 # -- references -------------------------------------------------------------------------
-
-
-def ref_scores(v):
-    """``(27,) + shape`` float64 scores ``(c - n) / sqrt(d2)``; -inf for out-of-volume
-    neighbours and for the centre itself."""
-    v = np.asarray(v).astype(np.float64)
-    n0, n1, n2 = v.shape
-    P = np.full((n0 + 2, n1 + 2, n2 + 2), np.nan)
-    P[1:-1, 1:-1, 1:-1] = v
-    S = np.full((27,) + v.shape, -np.inf)
-    for k in range(27):
-        da, db, dc = k // 9 - 1, (k // 3) % 3 - 1, k % 3 - 1
-        if k == 13:
-            continue
-        nb = P[1 + da:1 + da + n0, 1 + db:1 + db + n1, 1 + dc:1 + dc + n2]
-        s = (v - nb) / np.sqrt(da * da + db * db + dc * dc)
-        S[k] = np.where(np.isnan(nb), -np.inf, s)  # out of volume: not a candidate
-    return S
-
-
-def ref_labels(v, border="inside"):
-    S = ref_scores(v)
-    lab = np.argmax(S, axis=0).astype(np.uint8)  # smallest k among the maxima
-    lab[S.max(axis=0) < 0] = 13  # every candidate strictly greater (or none)
-    if border == "zero":
-        lab[0], lab[-1], lab[:, 0], lab[:, -1], lab[:, :, 0], lab[:, :, -1] = 0, 0, 0, 0, 0, 0
-    return lab
-
-
-def ref_basins(v):
-    lab = ref_labels(v).astype(np.int64)
-    shape, n = lab.shape, lab.size
-    a, b, c = np.unravel_index(np.arange(n), shape)
-    k = lab.ravel()
-    t = np.ravel_multi_index((a + k // 9 - 1, b + (k // 3) % 3 - 1, c + k % 3 - 1), shape)
-    graph = coo_matrix((np.ones(n), (np.arange(n), t)), shape=(n, n))
-    m, comp = connected_components(graph, directed=True, connection="weak")
-    _, first = np.unique(comp, return_index=True)
-    rank = np.empty(m, np.int64)
-    rank[np.argsort(first)] = np.arange(1, m + 1)
-    return rank[comp].reshape(shape).astype(np.int32)
 
 
 def as_dtype(ints, dtype):

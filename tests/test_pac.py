@@ -1,7 +1,5 @@
 """numvox.pac_conv / pac_conv_backward against a float64 NumPy reference of the definition."""
 
-import itertools
-
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -9,60 +7,10 @@ from hypothesis import strategies as st
 
 import numvox
 from conftest import SIMULATED
+from reference import ref_pac, ref_pads
 
 
 # -- independent float64 reference (plain loops over output positions and taps) ----------
-def ref_pads(S, ks, dil, padding):
-    d = len(ks)
-    if isinstance(padding, str):
-        if padding == "valid":
-            return (0,) * d, (0,) * d
-        tot = [dl * (k - 1) for k, dl in zip(ks, dil)]
-        lo = tuple(t // 2 for t in tot)
-        return lo, tuple(t - l for t, l in zip(tot, lo))
-    p = (padding,) * d if np.isscalar(padding) else tuple(padding)
-    return p, p
-
-
-def ref_out_size(S, ks, stride, dil, padding):
-    lo, hi = ref_pads(S, ks, dil, padding)
-    return tuple((s + a + b - dl * (k - 1) - 1) // st + 1 for s, a, b, k, st, dl in zip(S, lo, hi, ks, stride, dil))
-
-
-def ref_pac(x, f, w, b, stride, padding, dil, normalize):
-    x, f, w = (np.asarray(a, np.float64) for a in (x, f, w))
-    d = w.ndim - 2
-    ks = w.shape[:d]
-    S = x.shape[1:-1]
-    stride = (stride,) * d if np.isscalar(stride) else tuple(stride)
-    dil = (dil,) * d if np.isscalar(dil) else tuple(dil)
-    lo, _ = ref_pads(S, ks, dil, padding)
-    out_sp = ref_out_size(S, ks, stride, dil, padding)
-    N, O = x.shape[0], w.shape[-1]
-    out = np.zeros((N,) + out_sp + (O,))
-    for n in range(N):
-        for i in itertools.product(*(range(s) for s in out_sp)):
-            org = [ii * s - p for ii, s, p in zip(i, stride, lo)]
-            c = tuple(o + (k // 2) * dl for o, k, dl in zip(org, ks, dil))
-            inside = lambda q: all(0 <= qq < s for qq, s in zip(q, S))
-            fc = f[(n,) + c] if inside(c) else np.zeros(f.shape[-1])
-            taps, kv = [], []
-            for t in itertools.product(*(range(k) for k in ks)):
-                q = tuple(o + tt * dl for o, tt, dl in zip(org, t, dil))
-                if inside(q):
-                    taps.append((t, q))
-                    kv.append(np.exp(-0.5 * np.sum((fc - f[(n,) + q]) ** 2)))
-            kv = np.array(kv)
-            if normalize:
-                s = kv.sum()
-                kv = kv / s if s > 0 else kv * 0
-            acc = np.zeros(O) if b is None else np.asarray(b, np.float64).copy()
-            for (t, q), kk in zip(taps, kv):
-                acc += kk * (x[(n,) + q] @ w[t])
-            out[(n,) + i] = acc
-    return out
-
-
 # -- strategies -----------------------------------------------------------------------------
 @st.composite
 def problems(draw, small=False):

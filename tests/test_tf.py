@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+from reference import ref_pac, ref_votes
 
 tf = pytest.importorskip("tensorflow")
 ntf = pytest.importorskip("numvox.tf")
@@ -40,23 +41,6 @@ def _static(t):
 # ---- independent references -------------------------------------------------------------
 
 
-def ref_votes_nearest(probs, offsets, threshold):
-    """float64 loops over voting voxels (axis-major offsets), nearest splat."""
-    probs = np.asarray(probs, np.float64)
-    offsets = np.asarray(offsets, np.float64)
-    X, Y, Z, C = probs.shape
-    L = C - 1
-    heat = np.zeros((L, X, Y, Z))
-    for x, y, z, lm in zip(*np.nonzero(probs[..., 1:] >= threshold)):
-        p = np.array([x, y, z]) + np.array([offsets[x, y, z, a * L + lm] for a in range(3)])
-        if not np.all(np.isfinite(p)):
-            continue
-        t = np.floor(p + 0.5)
-        if np.all(t >= 0) and np.all(t < [X, Y, Z]):
-            heat[lm, int(t[0]), int(t[1]), int(t[2])] += probs[x, y, z, lm + 1]
-    return heat
-
-
 def _votes_inputs(rng, shape=(7, 6, 5), n_lm=3, batch=None):
     lead = () if batch is None else (batch,)
     p = rng.random(lead + shape + (n_lm + 1,)).astype(np.float32)
@@ -86,7 +70,7 @@ def test_aggregate_votes_eager_and_graph_match_reference():
     P, O = tf.constant(p), tf.constant(o)
     eager = ntf.aggregate_votes(P, O, threshold=0.4)
     assert isinstance(eager, tf.Tensor) and eager.dtype == tf.float32 and eager.shape == (3, 7, 6, 5)
-    ref = ref_votes_nearest(p, o, 0.4)
+    ref = ref_votes(p, o, 0.4)[0]
     np.testing.assert_allclose(eager.numpy(), ref, atol=1e-5 * max(1.0, p.sum()))
     graph, traced = _graph(ntf.aggregate_votes, P, O, threshold=0.4)
     assert _static(traced) == (3, 7, 6, 5) and traced.dtype == tf.float32
@@ -131,7 +115,7 @@ def test_half_precision_inputs_eager_and_graph(dtype):
     P = tf.cast(tf.constant(p), dtype)
     O = tf.cast(tf.constant(o), dtype)
     # The reference sees exactly the half-precision values (rounded once, then float64).
-    ref = ref_votes_nearest(tf.cast(P, tf.float64).numpy(), tf.cast(O, tf.float64).numpy(), 0.5)
+    ref = ref_votes(tf.cast(P, tf.float64).numpy(), tf.cast(O, tf.float64).numpy(), 0.5)[0]
     eager = ntf.aggregate_votes(P, O)
     graph, traced = _graph(ntf.aggregate_votes, P, O)
     assert traced.dtype == tf.float32 and _static(traced) == (3, 7, 6, 5)
@@ -277,29 +261,6 @@ def _pac_inputs(rng, d=2):
     return x, g, w, b
 
 
-def ref_pac_2d(x, g, w, b, stride, pad, dil):
-    """float64 loops over the definition (Gaussian kernel, zero outside)."""
-    x, g, w, b = (np.asarray(a, np.float64) for a in (x, g, w, b))
-    N, H, W, C = x.shape
-    kh, kw, _, O = w.shape
-    Ho = (H + 2 * pad - dil * (kh - 1) - 1) // stride + 1
-    Wo = (W + 2 * pad - dil * (kw - 1) - 1) // stride + 1
-    out = np.zeros((N, Ho, Wo, O)) + b
-    for n in range(N):
-        for i in range(Ho):
-            for j in range(Wo):
-                oi, oj = i * stride - pad, j * stride - pad
-                ci, cj = oi + (kh // 2) * dil, oj + (kw // 2) * dil
-                fc = g[n, ci, cj] if 0 <= ci < H and 0 <= cj < W else np.zeros(g.shape[-1])
-                for ti in range(kh):
-                    for tj in range(kw):
-                        qi, qj = oi + ti * dil, oj + tj * dil
-                        if 0 <= qi < H and 0 <= qj < W:
-                            k = np.exp(-0.5 * ((fc - g[n, qi, qj]) ** 2).sum())
-                            out[n, i, j] += k * (x[n, qi, qj] @ w[ti, tj])
-    return out
-
-
 @pytest.mark.parametrize("stride,padding,dilation", [(1, "same", 1), (2, "valid", 1), (1, 1, 2)])
 def test_pac_conv_eager_graph_and_reference(stride, padding, dilation):
     _require("numvox.pac", "pac_conv", "pac_conv_backward")
@@ -310,7 +271,7 @@ def test_pac_conv_eager_graph_and_reference(stride, padding, dilation):
     graph, traced = _graph(ntf.pac_conv, tf.constant(x), tf.constant(g), tf.constant(w), tf.constant(b), **kw)
     assert _static(traced) == tuple(eager.shape) and traced.dtype == tf.float32
     pad = {"same": 1 * dilation, "valid": 0}.get(padding, padding) if isinstance(padding, str) else padding
-    ref = ref_pac_2d(x, g, w, b, stride, pad, dilation)
+    ref = ref_pac(x, g, w, b, stride, pad, dilation, False)
     np.testing.assert_allclose(eager.numpy(), ref, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(graph.numpy(), eager.numpy(), rtol=1e-6, atol=1e-6)
 
@@ -347,7 +308,7 @@ def test_pac_conv_gradients(in_graph):
         args_m = [xs, gs, ws, bs]
         args_p = [a + eps * direction if k == i else a for k, a in enumerate(args_p)]
         args_m = [a - eps * direction if k == i else a for k, a in enumerate(args_m)]
-        fd = ((ref_pac_2d(*args_p, 1, 1, 1) - ref_pac_2d(*args_m, 1, 1, 1)) * up.numpy()).sum() / (2 * eps)
+        fd = ((ref_pac(*args_p, 1, 1, 1, False) - ref_pac(*args_m, 1, 1, 1, False)) * up.numpy()).sum() / (2 * eps)
         np.testing.assert_allclose((grad.numpy() * direction).sum(), fd, rtol=1e-5, atol=1e-7)
 
 
@@ -407,7 +368,7 @@ def test_backend_passes_through_eager_and_graph(backend):
     rng = np.random.default_rng(17)
     p, o = _votes_inputs(rng, shape=(4, 3, 3), n_lm=1)
     P, O = tf.constant(p), tf.constant(o)
-    ref = ref_votes_nearest(p, o, 0.5)
+    ref = ref_votes(p, o, 0.5)[0]
     eager = ntf.aggregate_votes(P, O, backend=backend)
     graph, traced = _graph(ntf.aggregate_votes, P, O, backend=backend)
     assert _static(traced) == (1, 4, 3, 3)

@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import numvox
 from numvox.cli import main as cli_main
+from reference import ref_peaks, ref_votes
 
 try:
     import ml_dtypes
@@ -19,69 +20,6 @@ SPECIALS = np.array([np.nan, np.inf, -np.inf, 1e30, -1e30, 3e38, -3e38], np.floa
 
 
 # ---------------------------------------------------------------- references (float64) ----
-def ref_votes(probs, offsets, threshold, splat="nearest", layout="axis-major"):
-    """Plain float64 NumPy: the definition of the issue, written independently of the kernels."""
-    P = np.asarray(probs).astype(np.float64)
-    O = np.asarray(offsets).astype(np.float64)
-    batched = P.ndim == 5
-    if not batched:
-        P, O = P[None], O[None]
-    B, X, Y, Z, C = P.shape
-    L = C - 1
-    heat = np.zeros((B, L, X, Y, Z), np.float64)
-    dims = np.array([X, Y, Z], np.float64)
-    with np.errstate(invalid="ignore"):
-        for b in range(B):
-            for l in range(L):
-                p = P[b, ..., l + 1]
-                vote = p >= threshold
-                src = np.argwhere(vote).astype(np.float64)
-                w = p[vote]
-                if layout == "axis-major":
-                    off = np.stack([O[b, ..., a * L + l][vote] for a in range(3)], axis=-1)
-                else:
-                    off = np.stack([O[b, ..., 3 * l + a][vote] for a in range(3)], axis=-1)
-                t = src + off
-                ok = np.all(np.isfinite(t), axis=1) & np.all((t > -2) & (t < dims + 1), axis=1)
-                t, w = t[ok], w[ok]
-                if splat == "nearest":
-                    i = np.floor(t + 0.5).astype(np.int64)
-                    inside = np.all((i >= 0) & (i < dims.astype(np.int64)), axis=1)
-                    np.add.at(heat[b, l], tuple(i[inside].T), w[inside])
-                else:
-                    i0 = np.floor(t).astype(np.int64)
-                    f = t - i0
-                    for corner in np.ndindex(2, 2, 2):
-                        c = np.array(corner)
-                        i = i0 + c
-                        wc = w * np.prod(np.where(c == 1, f, 1 - f), axis=1)
-                        inside = np.all((i >= 0) & (i < dims.astype(np.int64)), axis=1)
-                        np.add.at(heat[b, l], tuple(i[inside].T), wc[inside])
-    mass = float(np.nansum(np.where(P[..., 1:] >= threshold, np.abs(P[..., 1:]), 0.0)))
-    return (heat if batched else heat[0]), mass
-
-
-def ref_peaks(heat, radius):
-    H = np.asarray(heat).astype(np.float64)
-    lead = H.shape[:-3]
-    flat = H.reshape((-1,) + H.shape[-3:])
-    coords = np.full((flat.shape[0], 3), np.nan)
-    values = np.zeros(flat.shape[0])
-    for n, h in enumerate(flat):
-        g = np.where(np.isnan(h), -np.inf, h)
-        if g.size == 0 or not np.any(g > -np.inf):
-            continue
-        i = np.unravel_index(np.argmax(g), g.shape)
-        values[n] = g[i]
-        if not g[i] > 0:
-            continue
-        sl = tuple(slice(max(k - radius, 0), k + radius + 1) for k in i)
-        win = np.where(g[sl] > 0, g[sl], 0.0)
-        grids = np.meshgrid(*[np.arange(s.start, s.start + n_) for s, n_ in zip(sl, win.shape)], indexing="ij")
-        coords[n] = [np.sum(win * gg) / win.sum() for gg in grids]
-    return coords.reshape(lead + (3,)), values.reshape(lead)
-
-
 def check_votes(probs, offsets, backend, *, threshold=0.5, splat="nearest", layout="axis-major", **kw):
     got = numvox.aggregate_votes(probs, offsets, threshold=threshold, splat=splat, offset_layout=layout,
                                  backend=backend, **kw)

@@ -1,0 +1,222 @@
+"""Independent float64 NumPy references for every numvox operation, shared by all tests.
+
+Each function is the plain definition of its operation (loops or SciPy, float64), written
+without reference to numvox's kernels: tests compare the kernels against these, never against
+themselves.
+"""
+
+import itertools
+
+import numpy as np
+import scipy.signal
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+
+# -- vote aggregation and peaks ------------------------------------------------------
+
+def ref_votes(probs, offsets, threshold, splat="nearest", layout="axis-major"):
+    """Plain float64 NumPy: the definition of vote aggregation (probabilities at or above
+    ``threshold`` vote for ``position + offset``; nearest or trilinear splat); returns the
+    heatmaps and the total voting mass (the error scale)."""
+    P = np.asarray(probs).astype(np.float64)
+    O = np.asarray(offsets).astype(np.float64)
+    batched = P.ndim == 5
+    if not batched:
+        P, O = P[None], O[None]
+    B, X, Y, Z, C = P.shape
+    L = C - 1
+    heat = np.zeros((B, L, X, Y, Z), np.float64)
+    dims = np.array([X, Y, Z], np.float64)
+    with np.errstate(invalid="ignore"):
+        for b in range(B):
+            for l in range(L):
+                p = P[b, ..., l + 1]
+                vote = p >= threshold
+                src = np.argwhere(vote).astype(np.float64)
+                w = p[vote]
+                if layout == "axis-major":
+                    off = np.stack([O[b, ..., a * L + l][vote] for a in range(3)], axis=-1)
+                else:
+                    off = np.stack([O[b, ..., 3 * l + a][vote] for a in range(3)], axis=-1)
+                t = src + off
+                ok = np.all(np.isfinite(t), axis=1) & np.all((t > -2) & (t < dims + 1), axis=1)
+                t, w = t[ok], w[ok]
+                if splat == "nearest":
+                    i = np.floor(t + 0.5).astype(np.int64)
+                    inside = np.all((i >= 0) & (i < dims.astype(np.int64)), axis=1)
+                    np.add.at(heat[b, l], tuple(i[inside].T), w[inside])
+                else:
+                    i0 = np.floor(t).astype(np.int64)
+                    f = t - i0
+                    for corner in np.ndindex(2, 2, 2):
+                        c = np.array(corner)
+                        i = i0 + c
+                        wc = w * np.prod(np.where(c == 1, f, 1 - f), axis=1)
+                        inside = np.all((i >= 0) & (i < dims.astype(np.int64)), axis=1)
+                        np.add.at(heat[b, l], tuple(i[inside].T), wc[inside])
+    mass = float(np.nansum(np.where(P[..., 1:] >= threshold, np.abs(P[..., 1:]), 0.0)))
+    return (heat if batched else heat[0]), mass
+
+
+def ref_peaks(heat, radius):
+    H = np.asarray(heat).astype(np.float64)
+    lead = H.shape[:-3]
+    flat = H.reshape((-1,) + H.shape[-3:])
+    coords = np.full((flat.shape[0], 3), np.nan)
+    values = np.zeros(flat.shape[0])
+    for n, h in enumerate(flat):
+        g = np.where(np.isnan(h), -np.inf, h)
+        if g.size == 0 or not np.any(g > -np.inf):
+            continue
+        i = np.unravel_index(np.argmax(g), g.shape)
+        values[n] = g[i]
+        if not g[i] > 0:
+            continue
+        sl = tuple(slice(max(k - radius, 0), k + radius + 1) for k in i)
+        win = np.where(g[sl] > 0, g[sl], 0.0)
+        grids = np.meshgrid(*[np.arange(s.start, s.start + n_) for s, n_ in zip(sl, win.shape)], indexing="ij")
+        coords[n] = [np.sum(win * gg) / win.sum() for gg in grids]
+    return coords.reshape(lead + (3,)), values.reshape(lead)
+
+
+# -- steepest-descent labels and basins ----------------------------------------------
+
+def ref_scores(v):
+    """``(27,) + shape`` float64 scores ``(c - n) / sqrt(d2)``; -inf for out-of-volume
+    neighbours and for the centre itself."""
+    v = np.asarray(v).astype(np.float64)
+    n0, n1, n2 = v.shape
+    P = np.full((n0 + 2, n1 + 2, n2 + 2), np.nan)
+    P[1:-1, 1:-1, 1:-1] = v
+    S = np.full((27,) + v.shape, -np.inf)
+    for k in range(27):
+        da, db, dc = k // 9 - 1, (k // 3) % 3 - 1, k % 3 - 1
+        if k == 13:
+            continue
+        nb = P[1 + da:1 + da + n0, 1 + db:1 + db + n1, 1 + dc:1 + dc + n2]
+        s = (v - nb) / np.sqrt(da * da + db * db + dc * dc)
+        S[k] = np.where(np.isnan(nb), -np.inf, s)  # out of volume: not a candidate
+    return S
+
+
+def ref_labels(v, border="inside"):
+    S = ref_scores(v)
+    lab = np.argmax(S, axis=0).astype(np.uint8)  # smallest k among the maxima
+    lab[S.max(axis=0) < 0] = 13  # every candidate strictly greater (or none)
+    if border == "zero":
+        lab[0], lab[-1], lab[:, 0], lab[:, -1], lab[:, :, 0], lab[:, :, -1] = 0, 0, 0, 0, 0, 0
+    return lab
+
+
+def ref_basins(v, labels=None):
+    """Weak components of the voxel -> descent-target graph (SciPy), numbered ``1..M`` in C
+    order of each component's first voxel; ``labels`` defaults to :func:`ref_labels`."""
+    lab = np.asarray(ref_labels(v) if labels is None else labels).astype(np.int64)
+    shape, n = lab.shape, lab.size
+    a, b, c = np.unravel_index(np.arange(n), shape)
+    k = lab.ravel()
+    t = np.ravel_multi_index((a + k // 9 - 1, b + (k // 3) % 3 - 1, c + k % 3 - 1), shape)
+    graph = coo_matrix((np.ones(n), (np.arange(n), t)), shape=(n, n))
+    m, comp = connected_components(graph, directed=True, connection="weak")
+    _, first = np.unique(comp, return_index=True)
+    rank = np.empty(m, np.int64)
+    rank[np.argsort(first)] = np.arange(1, m + 1)
+    return rank[comp].reshape(shape).astype(np.int32)
+
+
+# -- batched cross-correlation -------------------------------------------------------
+
+def ref_correlate(images, filters, mode, channel_axis=None):
+    images = np.asarray(images, dtype=np.float64)
+    filters = np.asarray(filters, dtype=np.float64)
+    rows = []
+    for x in images:
+        row = []
+        for f in filters:
+            if channel_axis is None:
+                row.append(scipy.signal.correlate(x, f, mode=mode, method="direct"))
+            else:
+                xc = np.moveaxis(x, channel_axis - 1 if channel_axis > 0 else channel_axis, -1)
+                fc = np.moveaxis(f, channel_axis - 1 if channel_axis > 0 else channel_axis, -1)
+                row.append(sum(scipy.signal.correlate(xc[..., c], fc[..., c], mode=mode, method="direct")
+                               for c in range(xc.shape[-1])))
+        rows.append(row)
+    return np.array(rows)
+
+
+def ref_ncc(image, template, mode):
+    """Pearson coefficient of ``template`` and every window of zero-padded ``image`` (loops)."""
+    image = np.asarray(image, dtype=np.float64)
+    t = np.asarray(template, dtype=np.float64)
+    full_pad = [(s - 1, s - 1) for s in t.shape]
+    padded = np.pad(image, full_pad)
+    full_shape = [S + s - 1 for S, s in zip(image.shape, t.shape)]
+    full = np.zeros(full_shape)
+    tz = t - t.mean()
+    for idx in np.ndindex(*full_shape):
+        w = padded[tuple(slice(i, i + s) for i, s in zip(idx, t.shape))]
+        wz = w - w.mean()
+        den = np.sqrt((wz * wz).sum() * (tz * tz).sum())
+        full[idx] = (wz * tz).sum() / den if den > 1e-12 else 0.0
+    if mode == "full":
+        return full
+    if mode == "same":
+        sl = tuple(slice((s - 1) // 2, (s - 1) // 2 + S) for S, s in zip(image.shape, t.shape))
+    else:
+        sl = tuple(slice(s - 1, S) for S, s in zip(image.shape, t.shape))
+    return full[sl]
+
+
+# -- pixel-adaptive convolution ------------------------------------------------------
+
+def ref_pads(S, ks, dil, padding):
+    d = len(ks)
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0,) * d, (0,) * d
+        tot = [dl * (k - 1) for k, dl in zip(ks, dil)]
+        lo = tuple(t // 2 for t in tot)
+        return lo, tuple(t - l for t, l in zip(tot, lo))
+    p = (padding,) * d if np.isscalar(padding) else tuple(padding)
+    return p, p
+
+
+def ref_out_size(S, ks, stride, dil, padding):
+    lo, hi = ref_pads(S, ks, dil, padding)
+    return tuple((s + a + b - dl * (k - 1) - 1) // st + 1 for s, a, b, k, st, dl in zip(S, lo, hi, ks, stride, dil))
+
+
+def ref_pac(x, f, w, b, stride, padding, dil, normalize):
+    x, f, w = (np.asarray(a, np.float64) for a in (x, f, w))
+    d = w.ndim - 2
+    ks = w.shape[:d]
+    S = x.shape[1:-1]
+    stride = (stride,) * d if np.isscalar(stride) else tuple(stride)
+    dil = (dil,) * d if np.isscalar(dil) else tuple(dil)
+    lo, _ = ref_pads(S, ks, dil, padding)
+    out_sp = ref_out_size(S, ks, stride, dil, padding)
+    N, O = x.shape[0], w.shape[-1]
+    out = np.zeros((N,) + out_sp + (O,))
+    for n in range(N):
+        for i in itertools.product(*(range(s) for s in out_sp)):
+            org = [ii * s - p for ii, s, p in zip(i, stride, lo)]
+            c = tuple(o + (k // 2) * dl for o, k, dl in zip(org, ks, dil))
+            inside = lambda q: all(0 <= qq < s for qq, s in zip(q, S))
+            fc = f[(n,) + c] if inside(c) else np.zeros(f.shape[-1])
+            taps, kv = [], []
+            for t in itertools.product(*(range(k) for k in ks)):
+                q = tuple(o + tt * dl for o, tt, dl in zip(org, t, dil))
+                if inside(q):
+                    taps.append((t, q))
+                    kv.append(np.exp(-0.5 * np.sum((fc - f[(n,) + q]) ** 2)))
+            kv = np.array(kv)
+            if normalize:
+                s = kv.sum()
+                kv = kv / s if s > 0 else kv * 0
+            acc = np.zeros(O) if b is None else np.asarray(b, np.float64).copy()
+            for (t, q), kk in zip(taps, kv):
+                acc += kk * (x[(n,) + q] @ w[t])
+            out[(n,) + i] = acc
+    return out
+
