@@ -48,14 +48,6 @@ def is_dask(obj):
     return _module_root(obj) == "dask" and hasattr(obj, "chunks") and hasattr(obj, "dask")
 
 
-def dask_implementation(name):
-    """The :mod:`numvox.dask` version of operation ``name`` (public functions hand Dask
-    arrays to it: ``if is_dask(x): return dask_implementation("op")(x, **same_kwargs)``)."""
-    import importlib
-
-    return getattr(importlib.import_module("numvox.dask"), name)
-
-
 def kind_of(obj):
     """Classify an array-like: numpy, tensorflow, cupy, cuda, dlpack-cuda, dlpack or sequence."""
     if isinstance(obj, np.ndarray):

@@ -1,18 +1,20 @@
-"""Helpers shared by the Dask drivers: input checks, chunk geometry, assembling blocks."""
+"""Chunk helpers shared by the families' Dask drivers (``numvox/<family>/_dask.py``): input
+checks, chunk geometry, assembling blocks, storing results.  Dask is imported only inside these
+functions, so importing this module costs nothing without Dask."""
 
 import itertools
 
 import numpy as np
 
-from numvox._shared.arrays import is_dask
+from .arrays import is_dask
 
 
 def dask_array():
-    """``dask.array`` (imported here only: numvox never imports Dask outside this package)."""
+    """``dask.array`` (imported here only: imported only when a Dask driver runs)."""
     try:
         import dask.array as da
     except ImportError as exc:  # pragma: no cover - dask is a dependency of this sub-package
-        raise ImportError("numvox.dask needs Dask: pip install 'dask[array]' distributed") from exc
+        raise ImportError("numvox's Dask drivers need Dask: pip install 'dask[array]' distributed") from exc
     return da
 
 
@@ -100,11 +102,3 @@ def numpy_meta(x, dtype, ndim):
         return np.empty((0,) * ndim, dtype)
     return meta.reshape(-1)[:0].astype(dtype).reshape((0,) * ndim)  # CuPy chunks
 
-
-def to_host(block):
-    """A NumPy array of a chunk (CuPy chunks are copied to the host)."""
-    if isinstance(block, np.ndarray):
-        return block
-    if hasattr(block, "get"):  # CuPy
-        return block.get()
-    return np.asarray(block)
