@@ -12,7 +12,7 @@ Operation sub-packages are imported on first use, so ``import numvox`` stays che
 needs only NumPy, SciPy and Numba.
 """
 
-import importlib
+import importlib as _importlib
 
 from ._shared.backend import CudaUnavailableError
 from ._shared.info import info
@@ -36,11 +36,11 @@ __all__ = ["info", "CudaUnavailableError", "__version__", *_LAZY]
 
 def __getattr__(name):
     if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(_importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
     if name in _SUBMODULES:
-        return importlib.import_module(f"numvox.{name}")
+        return _importlib.import_module(f"numvox.{name}")
     raise AttributeError(f"module 'numvox' has no attribute {name!r}")
 
 

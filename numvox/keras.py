@@ -4,9 +4,11 @@ The layers are called on ``[x, guide]``::
 
     y = numvox.keras.PacConv2D(16, 5, normalize=True)([x, guide])
 
-Forward and backward run numvox's fused kernels on the host through ``tf.numpy_function``
-inside ``tf.custom_gradient``, so the layers work eagerly, inside ``tf.function`` and in
-``model.fit``; gradients reach ``x``, ``guide``, the kernel and the bias.  Under a
+Forward and backward run numvox's fused kernels through :func:`numvox.tf.pac_conv` (the one
+differentiable PAC op, ``tf.custom_gradient`` over ``pac_conv_backward``), so the layers work
+eagerly, inside ``tf.function`` and in ``model.fit``; gradients reach ``x``, ``guide``, the
+kernel and the bias.  The kernels run where the inputs live (CPU, or CUDA on a GPU; see
+:mod:`numvox.tf` for the routes); ``backend="cpu"`` or ``"cuda"`` forces one.  Under a
 ``mixed_float16`` (or ``mixed_bfloat16``) policy the layer computes in float32 and casts the
 result to its compute dtype.  This module imports TensorFlow; ``import numvox`` does not.
 """
@@ -15,72 +17,21 @@ import numpy as np
 import tensorflow as tf
 import keras
 
-from .pac._api import geometry, pac_conv, pac_conv_backward
+from numvox._shared.backend import BACKENDS
+from numvox._shared.validate import as_int_tuple, check_number
+from numvox.tf import OPS, pac_conv
 
-__all__ = ["PacConv2D", "PacConv3D", "pac_conv_tf"]
-
-
-def _norm_tuple(value, d, name):
-    if isinstance(value, (int, np.integer)):
-        return (int(value),) * d
-    value = tuple(int(v) for v in value)
-    if len(value) != d:
-        raise ValueError(f"{name} must be an int or {d} ints; got {value!r}")
-    return value
+__all__ = ["PacConv2D", "PacConv3D"]
 
 
-def _out_shape(x_shape, k, strides, padding, dilation, filters):
-    """Static output shape (None where unknown)."""
-    spatial = list(x_shape[1:-1])
-    if any(s is None for s in spatial):
-        return tf.TensorShape([x_shape[0]] + [None] * len(spatial) + [filters])
-    _, _, _, out_sp = geometry(tuple(spatial), k, strides, padding, dilation)
-    return tf.TensorShape([x_shape[0], *out_sp, filters])
-
-
-def pac_conv_tf(x, guide, kernel, bias=None, *, strides=1, padding="same", dilation_rate=1,
-                normalize=False):
-    """Differentiable TensorFlow op: :func:`numvox.pac_conv` with gradients through
-    :func:`numvox.pac_conv_backward`.  Inputs are cast to float32 (float64 stays float64);
-    the result has that dtype."""
-    dtype = tf.float64 if any(t is not None and t.dtype == tf.float64 for t in (x, guide, kernel, bias)) else tf.float32
-    x = tf.cast(x, dtype)
-    guide = tf.cast(guide, dtype)
-    kernel = tf.cast(kernel, dtype)
-    use_bias = bias is not None
-    bias = tf.cast(bias, dtype) if use_bias else tf.zeros([kernel.shape[-1]], dtype)
-    d = len(kernel.shape) - 2
-    k = tuple(int(s) for s in kernel.shape[:d])
-    strides = _norm_tuple(strides, d, "strides")
-    dilation = _norm_tuple(dilation_rate, d, "dilation_rate")
-    opts = dict(stride=strides, padding=padding, dilation=dilation, normalize=bool(normalize), backend="cpu")
-    np_dtype = dtype.as_numpy_dtype
-    out_static = _out_shape(x.shape, k, strides, padding, dilation, int(kernel.shape[-1]))
-
-    def _forward(xv, gv, wv, bv):
-        return np.asarray(pac_conv(xv, gv, wv, bv if use_bias else None, **opts), dtype=np_dtype)
-
-    def _backward(dy, xv, gv, wv):
-        grads = pac_conv_backward(dy, xv, gv, wv, **opts)
-        return tuple(np.asarray(g, dtype=np_dtype) for g in grads)
-
-    @tf.custom_gradient
-    def op(x, guide, kernel, bias):
-        out = tf.numpy_function(_forward, [x, guide, kernel, bias], dtype, stateful=False)
-        out.set_shape(out_static)
-
-        def grad(dy):
-            gx, gg, gw, gb = tf.numpy_function(_backward, [tf.cast(dy, dtype), x, guide, kernel],
-                                               [dtype] * 4, stateful=False)
-            gx.set_shape(x.shape)
-            gg.set_shape(guide.shape)
-            gw.set_shape(kernel.shape)
-            gb.set_shape(bias.shape)
-            return gx, gg, gw, gb
-
-        return out, grad
-
-    return op(x, guide, kernel, bias)
+def _out_shape(x_shape, kernel_size, strides, padding, dilation, filters):
+    """Static output shape (None where unknown), from the PAC family's shape rule."""
+    weight = list(kernel_size) + [x_shape[-1], filters]
+    opts = dict(stride=strides, padding=padding, dilation=dilation)
+    dtypes = {n: np.dtype(np.float32) for n in OPS["pac_conv"].arrays}
+    shapes = {"x": list(x_shape), "guide": None, "weight": weight, "bias": None}
+    (shape, _), = OPS["pac_conv"].output_specs(shapes, dtypes, opts)
+    return tf.TensorShape(shape)
 
 
 class _PacConv(keras.layers.Layer):
@@ -89,21 +40,22 @@ class _PacConv(keras.layers.Layer):
     def __init__(self, filters, kernel_size, strides=1, padding="same", dilation_rate=1,
                  normalize=False, use_bias=True, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
-                 kernel_constraint=None, bias_constraint=None, **kwargs):
+                 kernel_constraint=None, bias_constraint=None, backend=None, **kwargs):
         super().__init__(**kwargs)
+        if backend is not None and backend not in BACKENDS:
+            raise ValueError(f"backend must be None, 'cpu' or 'cuda'; got {backend!r}")
+        self.backend = backend
         d = self.rank
-        self.filters = int(filters)
-        if self.filters < 1:
-            raise ValueError(f"filters must be >= 1; got {filters!r}")
-        self.kernel_size = _norm_tuple(kernel_size, d, "kernel_size")
-        self.strides = _norm_tuple(strides, d, "strides")
-        self.dilation_rate = _norm_tuple(dilation_rate, d, "dilation_rate")
+        self.filters = check_number(filters, "filters", minimum=1, integer=True)
+        self.kernel_size = as_int_tuple(kernel_size, d, "kernel_size", minimum=1)
+        self.strides = as_int_tuple(strides, d, "strides", minimum=1)
+        self.dilation_rate = as_int_tuple(dilation_rate, d, "dilation_rate", minimum=1)
         if isinstance(padding, str):
             padding = padding.lower()
             if padding not in ("same", "valid"):
                 raise ValueError(f"padding must be 'same', 'valid' or int(s); got {padding!r}")
         else:
-            padding = _norm_tuple(padding, d, "padding")
+            padding = as_int_tuple(padding, d, "padding", minimum=0)
         self.padding = padding
         self.normalize = bool(normalize)
         self.use_bias = bool(use_bias)
@@ -147,8 +99,9 @@ class _PacConv(keras.layers.Layer):
         high = tf.float64 if self.compute_dtype == "float64" else tf.float32
         kernel = tf.cast(tf.convert_to_tensor(self.kernel), high)
         bias = tf.cast(tf.convert_to_tensor(self.bias), high) if self.use_bias else None
-        out = pac_conv_tf(tf.cast(x, high), tf.cast(guide, high), kernel, bias, strides=self.strides,
-                          padding=self.padding, dilation_rate=self.dilation_rate, normalize=self.normalize)
+        out = pac_conv(tf.cast(x, high), tf.cast(guide, high), kernel, bias, stride=self.strides,
+                       padding=self.padding, dilation=self.dilation_rate, normalize=self.normalize,
+                       backend=self.backend)
         return tf.cast(out, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
@@ -173,6 +126,7 @@ class _PacConv(keras.layers.Layer):
             bias_regularizer=keras.regularizers.serialize(self.bias_regularizer),
             kernel_constraint=keras.constraints.serialize(self.kernel_constraint),
             bias_constraint=keras.constraints.serialize(self.bias_constraint),
+            backend=self.backend,
         )
         return config
 
@@ -191,6 +145,8 @@ class PacConv2D(_PacConv):
     normalize : bool
         Normalise the Gaussian adaptive kernel over each window's in-image taps.
     use_bias : bool
+    backend : {None, "cpu", "cuda"}
+        None (default) runs where the inputs live; a string forces a backend.
     kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer,
     kernel_constraint, bias_constraint
         As in ``keras.layers.Conv2D``.

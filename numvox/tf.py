@@ -3,34 +3,47 @@
 ``numvox.tf.aggregate_votes``, ``heatmap_peaks``, ``descent_labels``, ``descent_basins``,
 ``correlate_batch``, ``pac_conv`` and ``pac_conv_backward`` have the signatures of the
 top-level functions (without ``out=``: tensors are immutable) and take and return
-``tf.Tensor`` objects.  This module is the only part of numvox that imports TensorFlow; it
-is imported on first use (``import numvox`` does not import it).
+``tf.Tensor`` objects.  :func:`pac_conv` is differentiable (its gradient is
+:func:`pac_conv_backward`); it is the one differentiable PAC op, which the Keras layers in
+:mod:`numvox.keras` use too.  This module and :mod:`numvox.keras` are the only parts of numvox
+that import TensorFlow; ``import numvox`` does not import them.
 
-How a call runs
----------------
+What this module knows of an operation comes from the family that owns it (each family
+package's ``OPS``: the public function, its array arguments, and its output-shape rule, the
+same rule the function uses at run time), so there is no second copy of any rule here.
+
+Where a call runs
+-----------------
 **Eager mode** (inputs are eager tensors): the tensors go straight to the numvox kernels
 through DLPack, with no copy: a host tensor becomes a read-only NumPy view of TensorFlow's own
-buffer, and the result goes back as a tensor that wraps the kernel's output buffer
-(``tf.experimental.dlpack.from_dlpack``).  GPU tensors stay on the device: TF GPU tensor →
-DLPack → CuPy/Numba device array → CUDA kernels → DLPack → TF tensor.  TensorFlow runs GPU
-ops asynchronously on its own streams and does not hand a stream to DLPack consumers, so
-before the kernels run numvox waits for TensorFlow's pending work
-(``tf.test.experimental.sync_devices()``), and after them it waits for Numba's stream
-(``numba.cuda.synchronize()``) before TensorFlow may read the result.  Both waits are
-device-wide (cost: a pipeline drain, microseconds when idle).
+buffer, and the result goes back as a tensor that wraps the kernel's output buffer.  GPU
+tensors stay on the device: TF GPU tensor → DLPack → CuPy/Numba device array → CUDA kernels →
+DLPack → TF tensor.  TensorFlow runs GPU ops asynchronously on its own streams and does not
+hand a stream to DLPack consumers, so before the kernels run numvox waits for TensorFlow's
+pending work (``tf.test.experimental.sync_devices()``), and after them it waits for Numba's
+stream (``numba.cuda.synchronize()``) before TensorFlow may read the result.  Both waits are
+device-wide (a pipeline drain: microseconds when idle).
 
 **Graph mode** (inside ``tf.function``, ``model.fit``, Keras functional models): the op becomes
-one ``tf.numpy_function`` node whose output dtypes and static shapes are set from a per-op
-rule table (:data:`RULES`), so downstream graph code and Keras see e.g.
-``(None, 3, 32, 32, 32) float32``.  ``tf.numpy_function`` runs on the host in the calling
-thread: on CPU its inputs arrive as NumPy views of the tensors (no copy in), and TensorFlow
-copies the returned arrays into output tensors (one copy out, of the result only: for
-vote aggregation that is the heatmaps, not the far larger model outputs).  GPU tensors in a
-graph make a host round trip (device → host copy of the inputs, CPU kernels, host → device
-copy of the results); call the op eagerly, outside the ``tf.function``, to keep GPU data on
-the device.  The node is not differentiable (except :func:`pac_conv`, whose gradient calls
-:func:`pac_conv_backward`) and is not XLA-compilable: keep it outside
-``jit_compile=True`` functions.
+one node with static output shapes and dtypes (from the family's rule), so downstream graph
+code and Keras see e.g. ``(None, 3, 32, 32, 32) float32``.  Which node depends on the route,
+chosen when the function is traced:
+
+- **CPU route** (no GPU visible to TensorFlow, ``backend="cpu"``, or a ``tf.device("/CPU")``
+  placement): a ``tf.numpy_function`` node.  Its inputs arrive as NumPy views of the tensors
+  (no copy in); TensorFlow copies the returned arrays into output tensors (one copy out, of
+  the result only).
+- **CUDA route** (TensorFlow places ops on a GPU and numvox's CUDA backend is usable, or
+  ``backend="cuda"`` is forced): a ``tf.py_function`` node, which receives eager tensors where
+  TensorFlow placed it and runs the eager path above, so GPU tensors stay on the GPU, zero-copy
+  in and out, with the same two waits.  ``backend="cuda"`` where CUDA cannot run raises
+  :class:`numvox.CudaUnavailableError` when the function is traced.  Under Numba's CUDA
+  simulator (``NUMBA_ENABLE_CUDASIM=1``) this route runs the CUDA kernels on host tensors,
+  which is how it is tested without a GPU.
+
+A GPU that TensorFlow sees while numvox's CUDA backend is not usable (no ``gpu`` extra) falls
+back to the CPU route: a host round trip of the inputs and results.  Neither node can be
+XLA-compiled: keep numvox ops outside ``jit_compile=True`` functions.
 
 Mixed precision
 ---------------
@@ -46,11 +59,13 @@ Keras
 ``NumvoxLayer("aggregate_votes", threshold=0.5)([probs, offsets])``).
 """
 
-import importlib
 import inspect
 
 import numpy as np
 import tensorflow as tf
+
+from numvox import correlate, labels, pac, votes
+from numvox._shared.backend import cuda_usable, default_backend, resolve_backend
 
 __all__ = [
     "aggregate_votes",
@@ -61,11 +76,14 @@ __all__ = [
     "pac_conv",
     "pac_conv_backward",
     "NumvoxLayer",
-    "RULES",
+    "OPS",
 ]
 
+#: op name -> :class:`numvox._shared.ops.OpSpec`, as declared by the families
+OPS = {spec.name: spec for family in (votes, labels, correlate, pac) for spec in family.OPS}
 
-# -- output rules: (static input shapes, options) -> [(shape, dtype), ...] ------------------
+
+# -- shapes and dtypes -----------------------------------------------------------------------
 
 
 def _dims(shape):
@@ -74,135 +92,14 @@ def _dims(shape):
     return None if shape.rank is None else shape.as_list()
 
 
-def _float_result(*dtypes):
-    """float64 if any input is float64, else float32 (numvox accumulates in >= float32)."""
-    return np.float64 if any(tf.as_dtype(d) == tf.float64 for d in dtypes) else np.float32
+def _specs(spec, shapes, dtypes, opts):
+    """``[(TensorShape, tf.DType), ...]`` of the op's results, from the family's rule."""
+    shapes = {n: shapes.get(n) for n in spec.arrays}
+    dtypes = {n: np.dtype(tf.as_dtype(dtypes.get(n, tf.float32)).as_numpy_dtype) for n in spec.arrays}
+    return [(tf.TensorShape(s), tf.as_dtype(np.dtype(d))) for s, d in spec.output_specs(shapes, dtypes, opts)]
 
 
-def _rule_votes(shapes, dtypes, opts):
-    p = shapes["probs"]
-    if p is None:
-        return [(None, np.float32)]
-    c = p[-1]
-    n_lm = None if c is None else c - 1
-    return [(p[:-4] + [n_lm] + p[-4:-1], np.float32)]
-
-
-def _rule_peaks(shapes, dtypes, opts):
-    h = shapes["heatmaps"]
-    if h is None:
-        return [(None, np.float64), (None, np.float64)]
-    lead = h[:-3]
-    return [(lead + [3], np.float64), (lead, np.float64)]
-
-
-def _rule_labels(shapes, dtypes, opts):
-    return [(shapes["volume"], np.uint8)]
-
-
-def _rule_basins(shapes, dtypes, opts):
-    return [(shapes["volume"], np.int32)]
-
-
-def _corr_out_len(n, k, mode):
-    if n is None or k is None:
-        return None
-    if mode == "full":
-        return n + k - 1
-    if mode == "same":
-        return n
-    return n - k + 1
-
-
-def _rule_correlate(shapes, dtypes, opts):
-    im, fi = shapes["images"], shapes["filters"]
-    single = (tf.float32, tf.float16, tf.bfloat16)
-    both_single = all(tf.as_dtype(dtypes[n]) in single for n in ("images", "filters"))
-    dtype = np.float32 if both_single else np.float64
-    reduce = opts.get("reduce")
-    n = None if im is None else im[0]
-    k = None if fi is None else fi[0]
-    if im is None or fi is None:
-        spatial = None
-    else:
-        s_im, s_fi = im[1:], fi[1:]
-        ch = opts.get("channel_axis")
-        if ch is not None:
-            ax = ch % len(s_im)
-            s_im = s_im[:ax] + s_im[ax + 1 :]
-            s_fi = s_fi[:ax] + s_fi[ax + 1 :]
-        spatial = [_corr_out_len(a, b, opts.get("mode", "same")) for a, b in zip(s_im, s_fi)]
-    if reduce is None:
-        return [(None if spatial is None else [n, k] + spatial, dtype)]
-    if reduce == "max":
-        return [([n, k], dtype)]
-    ndim = None if spatial is None else len(spatial)
-    return [([n, k], dtype), ([n, k, ndim], np.int64)]
-
-
-def _per_axis(value, d):
-    return (value,) * d if isinstance(value, (int, np.integer)) else tuple(value)
-
-
-def _rule_pac(shapes, dtypes, opts):
-    x, w = shapes["x"], shapes["weight"]
-    dtype = _float_result(dtypes["x"], dtypes["guide"], dtypes["weight"])
-    if x is None or w is None:
-        return [(None, dtype)]
-    d = len(w) - 2
-    ks, n_out = w[:d], w[-1]
-    stride = _per_axis(opts.get("stride", 1), d)
-    dil = _per_axis(opts.get("dilation", 1), d)
-    padding = opts.get("padding", "same")
-    spatial = []
-    for i, s in enumerate(x[1 : 1 + d]):
-        k = ks[i]
-        if s is None or k is None:
-            spatial.append(None)
-            continue
-        if isinstance(padding, str) and padding.lower() == "valid":
-            pad2 = 0
-        elif isinstance(padding, str):  # "same": (k-1)*dilation in all, split before/after
-            pad2 = (k - 1) * dil[i]
-        else:
-            pad2 = 2 * _per_axis(padding, d)[i]
-        spatial.append((s + pad2 - dil[i] * (k - 1) - 1) // stride[i] + 1)
-    return [([x[0]] + spatial + [n_out], dtype)]
-
-
-def _rule_pac_backward(shapes, dtypes, opts):
-    dtype = _float_result(dtypes["x"], dtypes["guide"], dtypes["weight"])
-    w = shapes["weight"]
-    return [
-        (shapes["x"], dtype),
-        (shapes["guide"], dtype),
-        (w, dtype),
-        (None if w is None else [w[-1]], dtype),
-    ]
-
-
-class _Rule:
-    def __init__(self, module, arrays, fn):
-        self.module, self.arrays, self.fn = module, arrays, fn
-
-
-#: op name -> (module, array argument names, output rule)
-RULES = {
-    "aggregate_votes": _Rule("numvox.votes", ("probs", "offsets"), _rule_votes),
-    "heatmap_peaks": _Rule("numvox.votes", ("heatmaps",), _rule_peaks),
-    "descent_labels": _Rule("numvox.labels", ("volume",), _rule_labels),
-    "descent_basins": _Rule("numvox.labels", ("volume",), _rule_basins),
-    "correlate_batch": _Rule("numvox.correlate", ("images", "filters"), _rule_correlate),
-    "pac_conv": _Rule("numvox.pac", ("x", "guide", "weight", "bias"), _rule_pac),
-    "pac_conv_backward": _Rule("numvox.pac", ("grad_out", "x", "guide", "weight"), _rule_pac_backward),
-}
-
-
-# -- the mechanism --------------------------------------------------------------------------
-
-
-def _numvox_function(name):
-    return getattr(importlib.import_module(RULES[name].module), name)
+# -- routes ----------------------------------------------------------------------------------
 
 
 def _is_symbolic(t):
@@ -213,27 +110,44 @@ def _on_gpu(t):
     return isinstance(t, tf.Tensor) and "GPU" in (getattr(t, "device", "") or "").upper()
 
 
+def _graph_route(backend, tensors):
+    """``"cpu"`` or ``"cuda"``: the route of a graph node, decided at trace time.
+
+    ``backend="cuda"`` (or ``NUMVOX_BACKEND=cuda``) where CUDA cannot run raises
+    :class:`numvox.CudaUnavailableError` here, while tracing.
+    """
+    requested = backend if backend is not None else default_backend()
+    if requested is not None:
+        return resolve_backend(requested, False)
+    devices = [(getattr(t, "device", "") or "").upper() for t in tensors]
+    pinned_to_cpu = any("CPU" in d for d in devices)
+    gpu_placed = any("GPU" in d for d in devices) or (
+        not pinned_to_cpu and bool(tf.config.list_logical_devices("GPU"))
+    )
+    return "cuda" if gpu_placed and cuda_usable() else "cpu"
+
+
 def _bind(name, args, kwargs):
-    fn = _numvox_function(name)
+    fn = OPS[name].function
     bound = inspect.signature(fn).bind(*args, **kwargs)
     if bound.arguments.get("out") is not None:
         raise TypeError(f"numvox.tf.{name} has no out= (TensorFlow tensors are immutable)")
     bound.arguments.pop("out", None)
-    return fn, bound
+    return bound
 
 
 def _call(name, args, kwargs):
-    fn, bound = _bind(name, args, kwargs)
-    rule = RULES[name]
-    array_names = [n for n in rule.arrays if bound.arguments.get(n) is not None]
-    opts = {k: v for k, v in bound.arguments.items() if k not in rule.arrays}
+    spec = OPS[name]
+    bound = _bind(name, args, kwargs)
+    opts = {k: v for k, v in bound.arguments.items() if k not in spec.arrays}
     tensors = {}
-    for n in array_names:
-        a = bound.arguments[n]
-        tensors[n] = a if isinstance(a, (tf.Tensor, tf.Variable)) else tf.convert_to_tensor(a)
+    for n in spec.arrays:
+        a = bound.arguments.get(n)
+        if a is not None:
+            tensors[n] = a if isinstance(a, (tf.Tensor, tf.Variable)) else tf.convert_to_tensor(a)
     if tf.executing_eagerly() and not any(_is_symbolic(t) for t in tensors.values()):
-        return _eager(fn, tensors, opts)
-    return _graph(name, fn, rule, tensors, opts)
+        return _eager(spec.function, tensors, opts)
+    return _graph(spec, tensors, opts)
 
 
 def _eager(fn, tensors, opts):
@@ -257,37 +171,34 @@ def _as_tensors(result):
     return tf.convert_to_tensor(result)
 
 
-def _graph(name, fn, rule, tensors, opts):
+def _graph(spec, tensors, opts):
     names = list(tensors)
-    shapes = {n: _dims(t.shape) for n, t in tensors.items()}
-    dtypes = {n: t.dtype for n, t in tensors.items()}
-    for n in rule.arrays:
-        shapes.setdefault(n, None)
-        dtypes.setdefault(n, tf.float32)
-    specs = rule.fn(shapes, dtypes, opts)
-    host_opts = dict(opts)  # backend="cuda" in a graph: host arrays copied to the GPU and back
+    specs = _specs(spec, {n: _dims(t.shape) for n, t in tensors.items()},
+                   {n: t.dtype for n, t in tensors.items()}, opts)
+    route = _graph_route(opts.get("backend"), tensors.values())
+    inputs = [tensors[n] for n in names]
+    tout = [dt for _, dt in specs]
+    if route == "cuda":
+        cuda_opts = {**opts, "backend": "cuda"}
 
-    def host(*arrays):
-        result = fn(**dict(zip(names, arrays)), **host_opts)
-        result = result if isinstance(result, tuple) else (result,)
-        # np.asarray is a no-op when the kernel already returns the declared dtype.
-        return [np.asarray(_to_numpy(r), dtype=np.dtype(dt)) for r, (_, dt) in zip(result, specs)]
+        def device(*ts):
+            result = _eager(spec.function, dict(zip(names, ts)), cuda_opts)
+            result = result if isinstance(result, tuple) else (result,)
+            return [r if r.dtype == dt else tf.cast(r, dt) for r, dt in zip(result, tout)]
 
-    outs = tf.numpy_function(host, [tensors[n] for n in names], [tf.as_dtype(dt) for _, dt in specs],
-                             stateful=False, name=f"numvox_{name}")
+        outs = tf.py_function(device, inputs, tout, name=f"numvox_{spec.name}")
+    else:
+        def host(*arrays):
+            result = spec.function(**dict(zip(names, arrays)), **opts)
+            result = result if isinstance(result, tuple) else (result,)
+            # np.asarray is a no-op when the kernel already returns the declared dtype.
+            return [np.asarray(r, dtype=dt.as_numpy_dtype) for r, dt in zip(result, tout)]
+
+        outs = tf.numpy_function(host, inputs, tout, stateful=False, name=f"numvox_{spec.name}")
+    outs = outs if isinstance(outs, (list, tuple)) else [outs]
     for o, (shape, _) in zip(outs, specs):
-        o.set_shape(tf.TensorShape(shape))
+        o.set_shape(shape)
     return outs[0] if len(outs) == 1 else tuple(outs)
-
-
-def _to_numpy(r):
-    if isinstance(r, np.ndarray):
-        return r
-    if hasattr(r, "copy_to_host"):  # pragma: no cover - Numba device array
-        return r.copy_to_host()
-    if hasattr(r, "get"):  # pragma: no cover - CuPy
-        return r.get()
-    return np.asarray(r)
 
 
 def _make(name):
@@ -297,8 +208,8 @@ def _make(name):
 
     op.__name__ = op.__qualname__ = name
     op.__doc__ = (
-        f"``numvox.{name}`` on TensorFlow tensors (eager: zero-copy DLPack; in ``tf.function``: a\n"
-        f"``tf.numpy_function`` node with static output shapes and dtypes).  Same arguments as\n"
+        f"``numvox.{name}`` on TensorFlow tensors (eager: zero-copy DLPack; in ``tf.function``: one\n"
+        f"node with static output shapes and dtypes, on the CPU or CUDA route).  Same arguments as\n"
         f"``numvox.{name}`` except ``out=``; see the module docstring of :mod:`numvox.tf`."
     )
     return op
@@ -317,9 +228,10 @@ _pac_conv_forward = _make("pac_conv")
 def pac_conv(x, guide, weight, bias=None, **options):
     """``numvox.pac_conv`` on TensorFlow tensors, differentiable.
 
-    Same arguments as ``numvox.pac_conv``.  Gradients with respect to ``x``, ``guide``,
-    ``weight`` and ``bias`` come from ``numvox.pac_conv_backward`` (through
-    ``tf.custom_gradient``), eagerly and in graphs.
+    Same arguments as ``numvox.pac_conv`` (``stride``, ``padding``, ``dilation``,
+    ``normalize``, ``backend``).  Gradients with respect to ``x``, ``guide``, ``weight`` and
+    ``bias`` come from ``numvox.pac_conv_backward`` (through ``tf.custom_gradient``), eagerly
+    and in graphs, on the same route as the forward pass.
     """
     tensors = [tf.convert_to_tensor(t) for t in (x, guide, weight)]
     has_bias = bias is not None
@@ -340,7 +252,6 @@ def pac_conv(x, guide, weight, bias=None, **options):
     return _fwd(*tensors)
 
 
-
 # -- Keras -----------------------------------------------------------------------------------
 
 
@@ -356,7 +267,7 @@ class NumvoxLayer(_keras_layer_base()):
     Parameters
     ----------
     op : str
-        One of :data:`RULES` (e.g. ``"aggregate_votes"``).
+        One of :data:`OPS` (e.g. ``"aggregate_votes"``).
     **options
         The op's keyword options (``threshold=0.5, splat="linear"``...), fixed per layer.
 
@@ -369,8 +280,8 @@ class NumvoxLayer(_keras_layer_base()):
         known = {"name", "dtype", "autocast"}
         base = {k: options.pop(k) for k in list(options) if k in known}
         super().__init__(trainable=trainable, **base)
-        if op not in RULES:
-            raise ValueError(f"op must be one of {sorted(RULES)}; got {op!r}")
+        if op not in OPS:
+            raise ValueError(f"op must be one of {sorted(OPS)}; got {op!r}")
         self.op, self.options = op, options
 
     @tf.autograph.experimental.do_not_convert
@@ -382,13 +293,9 @@ class NumvoxLayer(_keras_layer_base()):
 
     def compute_output_shape(self, input_shape):
         shapes = input_shape if isinstance(input_shape, list) else [input_shape]
-        rule = RULES[self.op]
-        sh = {n: (None if s is None else list(s)) for n, s in zip(rule.arrays, shapes)}
-        dt = {n: tf.float32 for n in rule.arrays}
-        for n in rule.arrays:
-            sh.setdefault(n, None)
-        specs = rule.fn(sh, dt, self.options)
-        out = [None if s is None else tuple(s) for s, _ in specs]
+        spec = OPS[self.op]
+        dims = {n: (None if s is None else list(s)) for n, s in zip(spec.arrays, shapes)}
+        out = [None if s.rank is None else tuple(s.as_list()) for s, _ in _specs(spec, dims, {}, self.options)]
         return out[0] if len(out) == 1 else out
 
     def get_config(self):

@@ -81,12 +81,12 @@ def test_forward_and_backward_match_tf_autodiff_of_im2col(case):
     for g, r in zip(grads, ref_grads):
         np.testing.assert_allclose(np.asarray(g), r.numpy(), rtol=1e-8, atol=1e-8)
     # the differentiable TF op gives the same gradients through tf.custom_gradient
-    from numvox.keras import pac_conv_tf
+    import numvox.tf as ntf
 
     with tf.GradientTape() as tape:
         tape.watch([x, f, w, b])
-        out = pac_conv_tf(x, f, w, b, strides=case["stride"], padding=case["padding"],
-                          dilation_rate=case["dil"], normalize=case["normalize"])
+        out = ntf.pac_conv(x, f, w, b, stride=case["stride"], padding=case["padding"],
+                           dilation=case["dil"], normalize=case["normalize"])
         loss2 = tf.reduce_sum(out * R)
     for g, r in zip(tape.gradient(loss2, [x, f, w, b]), ref_grads):
         np.testing.assert_allclose(g.numpy(), r.numpy(), rtol=1e-8, atol=1e-8)

@@ -1,13 +1,13 @@
 """The demo's landmark model: a compact 3-D U-Net in Keras 3 (TensorFlow backend).
 
-Structured like the TF2 U-Net of NVIDIA's examples (seed 002): an input block, down blocks,
+Structured like the TF2 U-Net of NVIDIA's examples: an input block, down blocks,
 a bottleneck, up blocks with skip connections and an output block, here in 3-D and with two
 heads instead of one softmax:
 
 - ``probs``: ``(B, X, Y, Z, L+1)`` softmax over background + one class per landmark (a
   sphere of radius ``r`` around it);
 - ``offsets``: ``(B, X, Y, Z, 3L)`` vector from each voxel to each landmark, in voxels,
-  axis-major (``offsets[..., a*L + l]``, as in seed 000).
+  axis-major (``offsets[..., a*L + l]``, the layout numvox.aggregate_votes reads by default).
 
 Both heads are float32 even under the ``mixed_float16`` policy (Keras keeps the last layers
 in float32 when asked, as the mixed-precision guide recommends for softmax outputs).

@@ -3,7 +3,7 @@
 Every step draws fresh phantoms (seeds ``TRAIN_SEED_BASE + i``, never the evaluation seeds
 below it), so there is no fixed training set to over-fit.  The train step is a
 ``tf.function`` (XLA-compiled with ``--jit``), run under the Keras ``mixed_float16`` policy
-with loss scaling when ``--mixed-precision`` is given (seed 002's recipe).
+with loss scaling when ``--mixed-precision`` is given.
 
 Defaults are chosen from measurements on this project's 2-core x86 CPU (``--time-steps N``
 measures them again on your machine; TF 2.21, batch 4 of 32³):
@@ -18,7 +18,7 @@ mixed_float16, ``jit_compile=True`` 2.9 s
 ==================================  ==================================================
 
 So on CPU both are off by default; with a GPU visible both default to on (Tensor Cores and
-XLA fusion are where they pay, as seed 002 reports).  ``--mixed-precision`` / ``--jit`` and
+XLA fusion are where they pay).  ``--mixed-precision`` / ``--jit`` and
 ``--no-mixed-precision`` / ``--no-jit`` override either choice.
 
 Outputs ``landmark_unet.weights.h5`` and ``landmark_unet.json`` (config, training record
@@ -150,7 +150,7 @@ def parse_args(argv):
     p.add_argument("--no-jit", dest="jit", action="store_false")
     p.add_argument("--out", default=None, help="output directory (default: numvox/data in the package)")
     p.add_argument("--eval-every", type=int, default=500)
-    p.add_argument("--eval-seeds", type=int, default=10, help="phantoms per evaluation (seeds 100, 101, ...)")
+    p.add_argument("--eval-seeds", type=int, default=10, help="phantoms per evaluation (phantom numbers 100, 101, ...)")
     p.add_argument("--time-steps", type=int, default=0,
                    help="only time N train steps for each mixed/jit combination and exit")
     p.add_argument("--threads", type=int, default=0, help="TF intra-op threads (0: TF's default)")
