@@ -29,6 +29,7 @@ device arrays for other ``__cuda_array_interface__`` callers.
 import numpy as np
 
 from .backend import cuda_simulated, resolve_backend
+from .halfprec import NATIVE, half_code
 
 # Where an array lives, by kind.
 HOST_KINDS = ("numpy", "tensorflow", "dlpack")
@@ -48,8 +49,13 @@ def is_dask(obj):
     return _module_root(obj) == "dask" and hasattr(obj, "chunks") and hasattr(obj, "dask")
 
 
-def kind_of(obj):
-    """Classify an array-like: numpy, tensorflow, cupy, cuda, dlpack-cuda, dlpack or sequence."""
+def kind_of(obj, name="array"):
+    """Classify an array-like: numpy, tensorflow, cupy, cuda, dlpack-cuda, dlpack or sequence.
+
+    Raises TypeError, naming the argument ``name``, for None and for objects that are no array.
+    """
+    if obj is None:
+        raise TypeError(f"{name} is None; expected an array")
     if isinstance(obj, np.ndarray):
         return "numpy"
     root = _module_root(obj)
@@ -68,7 +74,7 @@ def kind_of(obj):
     if np.isscalar(obj) or isinstance(obj, (list, tuple)) or hasattr(obj, "__array__"):
         return "sequence"
     raise TypeError(
-        f"expected an array (NumPy, CuPy, TensorFlow, or anything with __array__, "
+        f"{name} must be an array (NumPy, CuPy, TensorFlow, or anything with __array__, "
         f"__cuda_array_interface__ or __dlpack__); got {type(obj).__name__}"
     )
 
@@ -147,6 +153,79 @@ def to_device(obj, kind=None):  # pragma: no cover - needs a GPU
     return cuda.to_device(np.ascontiguousarray(host))
 
 
+# -- the input policy: what any array argument may be ----------------------------------------
+
+#: dtype kinds that no numvox kernel reads, by NumPy kind code
+REFUSED_KINDS = {"O": "object", "U": "str", "S": "bytes", "V": "structured", "M": "datetime64",
+                 "m": "timedelta64", "c": "complex"}
+READABLE = "real floating (float16, bfloat16, float32, float64), integer or bool"
+
+
+def check_tensorflow_dtype(tensor, name):
+    """TypeError for a TensorFlow tensor whose dtype numvox cannot read (strings, complex,
+    quantised types, resources), before any TensorFlow or DLPack call touches its buffer:
+    some of those abort the process inside TensorFlow."""
+    dt = tensor.dtype
+    if dt.is_quantized or dt.is_complex or not (dt.is_floating or dt.is_integer or dt.is_bool):
+        raise TypeError(f"{name} is a TensorFlow {dt.name} tensor; expected a {READABLE} tensor")
+
+
+def host_policy(a, name):
+    """A host array as the kernels read it: refused dtypes raise TypeError naming ``name``;
+    non-native byte order (big-endian files: NIfTI/Analyze through nibabel, FITS) is converted
+    once to native order (one copy of that input, O(n), before any kernel runs)."""
+    dtype = np.dtype(a.dtype)
+    if half_code(dtype) != NATIVE:
+        return a
+    if dtype.kind in REFUSED_KINDS:
+        raise TypeError(f"{name} has dtype {dtype} ({REFUSED_KINDS[dtype.kind]}); expected a {READABLE} dtype")
+    if not dtype.isnative:
+        return a.astype(dtype.newbyteorder("="))
+    return a
+
+
+def _as_numpy(obj, name):
+    try:
+        return np.asarray(obj)
+    except (ValueError, TypeError) as exc:
+        raise TypeError(f"{name} cannot be read as an array ({exc})") from None
+
+
+def check_output_size(shape, dtype, name="output"):
+    """MemoryError, stating the size, when an output of ``shape`` and ``dtype`` cannot fit in
+    this machine's memory (checked with Python integers, before anything is allocated)."""
+    nbytes = int(np.dtype(dtype).itemsize)
+    for s in shape:
+        nbytes *= int(s)
+    limit = physical_memory()
+    if limit and nbytes > limit:
+        raise MemoryError(
+            f"{name} of shape {tuple(int(s) for s in shape)} and dtype {np.dtype(dtype)} would need "
+            f"{nbytes / 2**30:.3g} GiB; this machine has {limit / 2**30:.3g} GiB of memory"
+        )
+    return nbytes
+
+
+def physical_memory():
+    """Bytes of physical memory (0 where the platform does not say)."""
+    import os
+
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - non-POSIX
+        return 0
+
+
+def _overlaps(a, b):
+    """True when two host arrays may share memory (exact where cheap, else conservative)."""
+    if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)) or not np.may_share_memory(a, b):
+        return False
+    try:
+        return bool(np.shares_memory(a, b, max_work=10_000))
+    except np.exceptions.TooHardError:
+        return True
+
+
 class Call:
     """The arrays of one numvox call, converted for its backend, and the way back.
 
@@ -154,24 +233,45 @@ class Call:
     ----------
     backend : {None, "cpu", "cuda"}
         As in every public function.
+    optional : tuple of str
+        Names of the array arguments that may be None (kept as None); any other None raises
+        TypeError.
     **arrays
-        The call's array arguments by name (None values are kept as None).  The first
-        non-None one decides the caller's library, in which results are handed back.
+        The call's array arguments by name.  The first non-None one decides the caller's
+        library, in which results are handed back.
+
+    Every array goes through the one input policy: objects that are no array, and dtypes no
+    kernel reads (object, strings, complex, datetimes, quantised TF types), raise TypeError
+    naming the argument before any foreign library reads their buffers; host arrays in
+    non-native byte order are converted once to native order.
     """
 
-    def __init__(self, backend=None, **arrays):
-        self.kinds = {name: kind_of(a) for name, a in arrays.items() if a is not None}
+    def __init__(self, backend=None, optional=(), **arrays):
+        self.kinds = {}
+        for name, a in arrays.items():
+            if a is None and name in optional:
+                continue
+            self.kinds[name] = kind = kind_of(a, name)
+            if kind in ("tensorflow", "tensorflow-cuda"):
+                check_tensorflow_dtype(a, name)
         if not self.kinds:
             raise ValueError("no array arguments were given")
         self.like = next(iter(self.kinds.values()))
         self.backend = resolve_backend(backend, any(on_device(k) for k in self.kinds.values()))
         # Under the simulator the CUDA kernels run on host arrays.
         self.device_arrays = self.backend == "cuda" and not cuda_simulated()
-        convert = to_device if self.device_arrays else to_host
-        self.arrays = {
-            name: (None if a is None else convert(a, self.kinds[name])) for name, a in arrays.items()
-        }
+        self.arrays = {name: (None if a is None else self._convert(a, name)) for name, a in arrays.items()}
         self._given_outs = []
+
+    def _convert(self, a, name):
+        kind = self.kinds[name]
+        if self.device_arrays:  # pragma: no cover - needs a GPU
+            arr = to_device(a, kind)
+            if np.dtype(arr.dtype).kind in REFUSED_KINDS:
+                raise TypeError(f"{name} has dtype {arr.dtype}; expected a {READABLE} dtype")
+            return arr
+        arr = _as_numpy(a, name) if kind == "sequence" else to_host(a, kind)
+        return host_policy(arr, name)
 
     def __getitem__(self, name):
         return self.arrays[name]
@@ -202,15 +302,21 @@ class Call:
         shape = tuple(int(s) for s in shape)
         dtype = np.dtype(dtype)
         if out is None:
+            check_output_size(shape, dtype, name="the result")
             return self.zeros(shape, dtype) if zero else self.empty(shape, dtype)
-        kind = kind_of(out)
+        kind = kind_of(out, name)
         if kind in ("tensorflow", "tensorflow-cuda"):
             raise TypeError(f"{name}= cannot be a TensorFlow tensor (they are immutable); pass out=None")
+        if kind == "sequence":
+            raise TypeError(f"{name} must be an array (NumPy for the CPU, device for CUDA); got {type(out).__name__}")
         if tuple(out.shape) != shape or np.dtype(out.dtype) != dtype:
             raise ValueError(
                 f"{name} has shape {tuple(out.shape)} and dtype {np.dtype(out.dtype)}; "
                 f"expected shape {shape} and dtype {dtype}"
             )
+        for arg, a in self.arrays.items():
+            if _overlaps(out, a):
+                raise ValueError(f"{name} shares memory with the input {arg}; pass a separate buffer")
         if self.device_arrays:  # pragma: no cover - needs a GPU
             if not on_device(kind):
                 raise TypeError(f"{name} is a host array but the call runs on CUDA; pass a device array")

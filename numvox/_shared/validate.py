@@ -38,18 +38,39 @@ def check_choice(value, name, choices):
     return value
 
 
+#: the largest integer argument numvox accepts (sizes, strides, paddings, seeds): kernels do
+#: their index arithmetic in int64, and products of two such values must not overflow
+MAX_INT = 2**31 - 1
+
+
+def _short(value):
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}...{text[-8:]} ({len(text)} characters)"
+
+
 def check_number(value, name, *, minimum=None, maximum=None, integer=False, finite=True):
-    """A Python number checked for type, finiteness and range."""
+    """A Python number checked for type, finiteness and range.
+
+    Integers must lie within +-:data:`MAX_INT`; real numbers must convert to a float64
+    (``10**400`` raises ValueError, not OverflowError).
+    """
     kind = numbers.Integral if integer else numbers.Real
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, kind):
-        raise TypeError(f"{name} must be {'an integer' if integer else 'a real number'}; got {value!r}")
-    if finite and not integer and not math.isfinite(value):
-        raise ValueError(f"{name} must be finite; got {value!r}")
+        raise TypeError(f"{name} must be {'an integer' if integer else 'a real number'}; got {_short(value)}")
+    if integer and abs(int(value)) > MAX_INT:
+        raise ValueError(f"{name} must be an integer within +-{MAX_INT}; got {_short(value)}")
+    if not integer:
+        try:
+            as_float = float(value)
+        except OverflowError:
+            raise ValueError(f"{name} is too large for a float64; got {_short(value)}") from None
+        if finite and not math.isfinite(as_float):
+            raise ValueError(f"{name} must be finite; got {value!r}")
     if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}; got {value!r}")
+        raise ValueError(f"{name} must be >= {minimum}; got {_short(value)}")
     if maximum is not None and value > maximum:
-        raise ValueError(f"{name} must be <= {maximum}; got {value!r}")
-    return int(value) if integer else float(value)
+        raise ValueError(f"{name} must be <= {maximum}; got {_short(value)}")
+    return int(value) if integer else as_float
 
 
 def as_int_tuple(value, n, name, *, minimum=None):
@@ -69,6 +90,8 @@ def as_int_tuple(value, n, name, *, minimum=None):
         values = tuple(int(v) for v in values)
     if minimum is not None and any(v < minimum for v in values):
         raise ValueError(f"{name} entries must be >= {minimum}; got {value!r}")
+    if any(abs(v) > MAX_INT for v in values):
+        raise ValueError(f"{name} entries must lie within +-{MAX_INT}; got {_short(value)}")
     return values
 
 
