@@ -200,7 +200,8 @@ def test_zarr_round_trip(client, tmp_path):
     x = da.from_zarr(str(tmp_path / "v.zarr"))
     nd.descent_labels(x, border="zero").to_zarr(str(tmp_path / "l.zarr"))
     nd.descent_basins(x).to_zarr(str(tmp_path / "b.zarr"))
-    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "l.zarr"))[...], numvox.descent_labels(v, border="zero"))
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "l.zarr"))[...],
+                                  numvox.descent_labels(v, border="zero"))
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "b.zarr"))[...], numvox.descent_basins(v))
     # out= a Zarr array, written by the workers
     z = zarr.open_array(str(tmp_path / "o.zarr"), mode="w", shape=v.shape, chunks=(4, 3, 5), dtype=np.uint8)
@@ -340,7 +341,7 @@ def _labels_parser():
 
 
 def test_cli_run_labels_zarr_on_cluster(client, tmp_path, capsys):
-    from numvox.dask.cli import run_labels
+    from numvox.labels.cli import run_labels
 
     zarr = pytest.importorskip("zarr")
     v = np.random.default_rng(10).integers(0, 5, (9, 8, 7)).astype(np.float32)
@@ -349,14 +350,15 @@ def test_cli_run_labels_zarr_on_cluster(client, tmp_path, capsys):
         str(tmp_path / "v.zarr"), "-o", str(tmp_path / "l.zarr"), "--dask", "--scheduler",
         client.scheduler.address, "--basins", str(tmp_path / "b.zarr"), "--border", "zero"])
     assert run_labels(args) == 0
-    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "l.zarr"))[...], numvox.descent_labels(v, border="zero"))
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "l.zarr"))[...],
+                                  numvox.descent_labels(v, border="zero"))
     basins = numvox.descent_basins(v)
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "b.zarr"))[...], basins)
     assert f"{basins.max()} basins" in capsys.readouterr().out
 
 
 def test_cli_run_labels_npy_local(tmp_path, capsys):
-    from numvox.dask.cli import run_labels
+    from numvox.labels.cli import run_labels
 
     v = np.random.default_rng(11).integers(0, 5, (9, 8, 7)).astype(np.int16)
     np.save(tmp_path / "v.npy", v)
@@ -370,7 +372,7 @@ def test_cli_run_labels_npy_local(tmp_path, capsys):
 
 
 def test_cli_npy_output_gathered_from_cluster(client, tmp_path):
-    from numvox.dask.cli import run_labels
+    from numvox.labels.cli import run_labels
 
     v = np.random.default_rng(12).integers(0, 5, (6, 7, 8)).astype(np.uint8)
     np.save(tmp_path / "v.npy", v)
@@ -383,7 +385,7 @@ def test_cli_npy_output_gathered_from_cluster(client, tmp_path):
 
 def test_cli_user_errors(tmp_path):
     from numvox.cli import UserError
-    from numvox.dask.cli import run_labels
+    from numvox.labels.cli import run_labels
 
     p = _labels_parser()
     with pytest.raises(UserError, match="does not exist"):

@@ -2,14 +2,15 @@
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from conftest import SIMULATED
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from reference import ref_basins, ref_labels, ref_scores
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 import numvox
-from conftest import SIMULATED
-from numvox.labels._api import basins_from_labels_cpu, labels_block_cpu
-from reference import ref_basins, ref_labels, ref_scores
+from numvox.labels._cpu import basins_from_labels_cpu, chunk_basins_cpu, labels_block_cpu
 
 try:
     import ml_dtypes
@@ -91,6 +92,20 @@ def test_float_volumes_within_rounding(backend, shape, seed, dtype):
         chosen = np.where(got[diff] == 13, 0.0, chosen)  # 13 vs. a score at ~0
         scale = np.abs(v.astype(np.float64)).max() + 1
         assert np.all(np.abs(best - chosen) <= 1e-6 * scale), (best, chosen)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.float32, np.float64])
+def test_cpu_and_cuda_agree(cuda_backend, dtype):
+    """The CPU and CUDA kernels give identical labels (both borders) and basins on
+    integer-valued volumes (exact in every dtype), ties and plateaus included."""
+    shape = (4, 5, 6) if SIMULATED else (17, 18, 19)
+    v = as_dtype(np.random.default_rng(21).integers(-2, 3, shape), dtype)
+    for border in ("inside", "zero"):
+        np.testing.assert_array_equal(numvox.descent_labels(v, border=border, backend=cuda_backend),
+                                      numvox.descent_labels(v, border=border, backend="cpu"))
+    np.testing.assert_array_equal(numvox.descent_basins(v, backend=cuda_backend),
+                                  numvox.descent_basins(v, backend="cpu"))
 
 
 def test_float_ties_exact():
@@ -334,8 +349,6 @@ def test_cli_errors(tmp_path, capsys):
        seed=st.integers(0, 2**32 - 1))
 def test_block_basins_merge_to_global(shape, cut, seed):
     """Chunk-local components + leaving edges, merged with SciPy, reproduce descent_basins."""
-    from numvox.labels._api import block_basins_cpu
-
     v = np.random.default_rng(seed).integers(0, 3, shape).astype(np.int16)
     labels = ref_labels(v)
     cuts = [max(1, min(s - 1, int(round(c * s)))) for s, c in zip(shape, cut)]
@@ -344,7 +357,9 @@ def test_block_basins_merge_to_global(shape, cut, seed):
     for ranges in np.ndindex(2, 2, 2):
         lo = [0 if r == 0 else c for r, c in zip(ranges, cuts)]
         hi = [c if r == 0 else s for r, c, s in zip(ranges, cuts, shape)]
-        local, src, dst = block_basins_cpu(labels[tuple(slice(a, b) for a, b in zip(lo, hi))], lo, shape)
+        chunk = labels[tuple(slice(a, b) for a, b in zip(lo, hi))].copy()
+        local, _, flat, dst = chunk_basins_cpu(chunk, lo, shape)
+        src = local.reshape(-1)[flat]
         idx = np.ravel_multi_index(np.indices(local.shape).reshape(3, -1) + np.array(lo)[:, None], shape)
         node_of_voxel[idx] = base + local.ravel() - 1
         edges.append((base + src - 1, dst))

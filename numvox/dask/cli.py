@@ -1,12 +1,14 @@
-"""``numvox labels BIG.zarr -o LABELS.zarr --dask [--scheduler ADDRESS] [--basins BASINS.zarr]``.
+"""Command-line helpers for subcommands that run on Dask (``numvox labels ... --dask``).
 
-The labels subcommand hands over to :func:`run_labels` when ``--dask`` is given (the flags
-come from :func:`add_dask_arguments`).  Inputs: a Zarr array (a ``.zarr`` directory or any
-path ``dask.array.from_zarr`` opens) or a ``.npy`` file (memory-mapped and read chunk by
-chunk by the workers).  Outputs: ``.zarr`` (written chunk by chunk by the workers; the way to
-go for volumes larger than memory) or ``.npy`` (gathered into this process first).
-Progress: ``dask.diagnostics.ProgressBar`` on the local scheduler, ``distributed.progress``
-on a cluster.  Importing this module does not import Dask.
+:func:`add_dask_arguments` adds ``--dask``, ``--scheduler ADDRESS`` and ``--chunks``.
+Inputs (:func:`open_volume`): a Zarr array (a ``.zarr`` directory or any path
+``dask.array.from_zarr`` opens) or a ``.npy`` file (memory-mapped and read chunk by chunk by
+the workers).  Outputs (:func:`output_target`): ``.zarr`` (written chunk by chunk by the
+workers; the way to go for volumes larger than memory) or ``.npy`` (gathered into this
+process first, or written through a memory map by a local scheduler's threads).
+:func:`compute` runs the work with a progress bar: ``dask.diagnostics.ProgressBar`` on the
+local scheduler, ``distributed.progress`` on a cluster.  Importing this module does not
+import Dask.
 """
 
 import os
@@ -63,7 +65,7 @@ class NpyFile:
         return (NpyFile, (self.path,))
 
 
-def _is_zarr(path):
+def is_zarr(path):
     return path.rstrip("/").endswith(".zarr") or os.path.isdir(path)
 
 
@@ -74,7 +76,7 @@ def open_volume(path, chunks=None):
     if not os.path.exists(path):
         raise UserError(f"volume file {path!r} does not exist")
     spec = parse_chunks(chunks)
-    if _is_zarr(path):
+    if is_zarr(path):
         try:
             x = da.from_zarr(path)
         except Exception as exc:  # zarr raises several types for a non-array path
@@ -97,12 +99,13 @@ def _regular(x):
     return x if regular else x.rechunk(x.chunksize)
 
 
-def _target(x, path, local):
-    """A (delayed store, None) writing ``x`` to ``path``, or (None, x) for an .npy output that
-    is gathered and saved after the computation."""
+def output_target(x, path, local):
+    """``(delayed store, None)`` writing ``x`` to ``path``, or ``(None, x)`` for an .npy output
+    that is gathered and saved after the computation (``local``: the scheduler runs in this
+    process, whose threads can write into a memory-mapped .npy directly)."""
     import dask.array as da
 
-    if _is_zarr(path):
+    if is_zarr(path):
         return da.to_zarr(_regular(x), path, overwrite=True, compute=False), None
     if not path.endswith(".npy"):
         raise UserError(f"with --dask outputs must be .zarr directories or .npy files; got {path!r}")
@@ -114,48 +117,16 @@ def _target(x, path, local):
     return None, x
 
 
-def run_labels(args):
-    """The ``--dask`` path of ``numvox labels``: labels (and basins) chunk by chunk.
-
-    ``args`` has the labels subcommand's ``volume``, ``output``, ``border``, ``basins`` and
-    ``backend`` plus :func:`add_dask_arguments`' ``scheduler`` and ``chunks``.
-    """
-    from numvox.dask import descent_basins, descent_labels
-
-    x = open_volume(args.volume, getattr(args, "chunks", None))
-    border = getattr(args, "border", "inside")
-    backend = getattr(args, "backend", None)
-    basins_path = getattr(args, "basins", None)
-    address = getattr(args, "scheduler", None)
-    local = address is None or address in LOCAL_SCHEDULERS
-    labels = descent_labels(x, border=border, backend=backend)
-    work, gather = [], []
-    store, later = _target(labels, args.output, local)
-    work.append(store) if store is not None else gather.append(("labels", later, args.output))
-    nbasins = None
-    if basins_path:
-        basins = descent_basins(x, backend=backend)
-        store, later = _target(basins, basins_path, local)
-        work.append(store) if store is not None else gather.append(("basins", later, basins_path))
-        nbasins = basins.max() if basins.size else None
-    todo = work + [g[1] for g in gather] + ([nbasins] if nbasins is not None else [])
-    results = _compute(todo, address)
-    from numvox.cli import save_array
-
-    for (_, _, path), value in zip(gather, results[len(work):len(work) + len(gather)]):
-        save_array(path, value)
-    msg = f"labels {tuple(x.shape)} in {x.npartitions} chunks -> {args.output}"
-    if basins_path:
-        msg += f"; {int(results[-1]) if nbasins is not None else 0} basins -> {basins_path}"
-    print(msg)
-    return 0
+def is_local(address):
+    """True when ``--scheduler`` names this process's scheduler (or none was given)."""
+    return address is None or address in LOCAL_SCHEDULERS
 
 
-def _compute(todo, address):
+def compute(todo, address):
     """Compute ``todo`` (a list of Dask collections) with a progress bar; return the values."""
     import dask
 
-    if address is None or address in LOCAL_SCHEDULERS:
+    if is_local(address):
         from dask.diagnostics import ProgressBar
 
         scheduler = "threads" if address is None else ("synchronous" if address == "sync" else address)

@@ -29,7 +29,7 @@ The volume is cut into tiles of ``TI x TJ x TK`` output voxels, and each thread 
 contiguous run of tiles with its scratch allocated once.  A tile slides through its planes:
 each input plane is copied once into a ring of three scratch planes of
 ``(TJ + 2) x (TK + 2)`` values in the *compute dtype* (float32 or float64, see
-``_api.compute_dtype``; half precision decoded on the fly), with ``+inf`` outside the
+``_rules.compute_dtype``; half precision decoded on the fly), with ``+inf`` outside the
 array, so that out-of-volume neighbours (score ``-inf``) are never chosen and the
 in-volume-only (``border="inside"``) rule needs no special case; the plane's ``G`` and
 ``Q`` go into a ring of three, and once three planes are in, the middle plane's labels
@@ -52,13 +52,25 @@ smaller" so every root is its component's smallest flat index (= first voxel in 
    root's number.
 
 The int32 basin array itself is the union-find parent array: no extra memory beyond the
-uint8 labels.
+uint8 labels.  The same ``_find`` / ``_union`` merge the chunk-local components of the Dask
+driver (:func:`merge_components`).
+
+Host drivers
+------------
+:func:`run_labels_cpu`, :func:`labels_block_cpu` (one haloed block of a larger volume),
+:func:`basins_from_labels_cpu` and :func:`chunk_basins_cpu` (chunk-local basins plus the edges
+that leave the chunk) wrap the kernels for NumPy arrays; the in-memory and Dask paths both run
+through them.
 """
 
+import numba
 import numpy as np
 from numba import njit, prange
 
-from numvox._shared.halfprec import NATIVE, load_f64
+from numvox._shared.halfprec import NATIVE, kernel_view, load_f64
+from numvox._shared.validate import check_choice
+
+from ._rules import BORDERS, W2, W3, as_float, check_basin_voxels, check_volume, compute_dtype, nonfinite_error
 
 TI = 64  # output planes per tile
 TJ = 16  # output rows per tile
@@ -261,6 +273,78 @@ def labels_kernel(V, code, proto, out, lo0, lo1, lo2, hi0, hi1, hi2, w2, w3, nth
     return bad.sum()
 
 
+def run_labels_cpu(V, code, out, lo, hi, cdtype, name="volume"):
+    """Labels of ``V[lo:hi]`` (kernel view ``V`` with half-precision ``code``) into ``out``,
+    scored in ``cdtype``; ValueError (with the NaN / inf counts) for non-finite values."""
+    if out.size == 0:
+        return
+    w2, w3 = cdtype.type(W2), cdtype.type(W3)
+    bad = labels_kernel(V, np.int64(code), np.empty(0, cdtype), out, *(np.int64(x) for x in (*lo, *hi)), w2, w3,
+                        np.int64(numba.get_num_threads()))
+    if bad:  # the kernel only detects; count them here (the error path)
+        region = as_float(V[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], code)
+        raise nonfinite_error(region, name, np.count_nonzero(~np.isfinite(region)))
+
+
+def zero_true_faces(out, faces):
+    """``border="zero"`` on a host block: 0 on every face that is a face of the volume
+    (``faces[a] = (low_is_true, high_is_true)``)."""
+    for a in range(3):
+        if out.shape[a] == 0:
+            continue
+        idx = [slice(None)] * 3
+        if faces[a][0]:
+            idx[a] = 0
+            out[tuple(idx)] = 0
+        if faces[a][1]:
+            idx[a] = out.shape[a] - 1
+            out[tuple(idx)] = 0
+
+
+def labels_block_cpu(block, faces=((True, True),) * 3, border="inside", out=None):
+    """Labels of one block of a larger volume (CPU, NumPy in and out): the chunk entry point.
+
+    Parameters
+    ----------
+    block : ndarray, 3-D
+        The block's voxels plus a one-voxel halo on every face that is *not* a face of the
+        whole volume (a true face has no halo).  Any real dtype, half precision included.
+    faces : ((bool, bool), (bool, bool), (bool, bool))
+        For each axis, whether the block's low / high face is a true face of the volume.
+    border : {"inside", "zero"}
+        As in ``descent_labels``; with ``"zero"`` the voxels on true faces get 0.
+    out : ndarray of uint8, optional
+        C-contiguous, shape ``block.shape`` minus one per halo face.
+
+    Returns
+    -------
+    labels : ndarray of uint8, shape ``block.shape`` minus the halos
+        Exactly the labels that ``descent_labels`` gives these voxels on the full volume.
+
+    Raises
+    ------
+    ValueError
+        If the block has NaN/inf values in its labelled region (halos are checked by the
+        blocks that own them), or a halo face has no room for its halo.
+    """
+    check_choice(border, "border", BORDERS)
+    check_volume(block, "block")
+    V, code = kernel_view(block)
+    lo = [0 if faces[a][0] else 1 for a in range(3)]
+    hi = [V.shape[a] if faces[a][1] else V.shape[a] - 1 for a in range(3)]
+    if any(h < lo_ for h, lo_ in zip(hi, lo)):
+        raise ValueError(f"block of shape {tuple(V.shape)} is too small for its halos (faces={faces})")
+    shape = tuple(h - l for h, l in zip(hi, lo))
+    if out is None:
+        out = np.empty(shape, np.uint8)
+    elif out.shape != shape or out.dtype != np.uint8 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous uint8 array of shape {shape}")
+    run_labels_cpu(V, code, out, lo, hi, compute_dtype(block.dtype), name="block")
+    if border == "zero":
+        zero_true_faces(out, faces)
+    return out
+
+
 # --------------------------------------------------------------------------------------
 # Basins: labels -> targets -> components
 # --------------------------------------------------------------------------------------
@@ -371,3 +455,163 @@ def compress_and_number(P, plane):
             if P[v] < 0:
                 P[v] = -P[v]
     return counts[nplanes]
+
+
+def basins_from_labels_cpu(labels, out=None):
+    """Descent basins from ``border="inside"`` labels (CPU): the reusable second half.
+
+    Parameters
+    ----------
+    labels : ndarray of uint8, 3-D, C-contiguous
+        Output of ``descent_labels`` (``border="inside"``) or of :func:`labels_block_cpu`
+        for a block whose every face is a true face.
+    out : ndarray of int32, optional
+        C-contiguous, ``labels.shape``; it doubles as the union-find parent array.
+
+    Returns
+    -------
+    basins : ndarray of int32
+        Weakly connected components of the voxel -> target graph, numbered ``1..M`` in the
+        C order of each component's first voxel.
+    count : int
+        ``M``.
+    """
+    n0, n1, n2 = labels.shape
+    n = n0 * n1 * n2
+    check_basin_voxels(n)
+    if out is None:
+        out = np.empty(labels.shape, np.int32)
+    elif out.shape != labels.shape or out.dtype != np.int32 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous int32 array of shape {labels.shape}")
+    if n == 0:
+        return out, 0
+    L = np.ascontiguousarray(labels).reshape(n)
+    P = out.reshape(n)
+    plane = n1 * n2
+    nslab = max(1, min(n0, 2 * numba.get_num_threads()))
+    bounds = (np.linspace(0, n0, nslab + 1).round().astype(np.int64)) * plane
+    off = target_offsets(np.int64(n1), np.int64(n2))
+    unite_within_slabs(L, P, off, bounds)
+    unite_across_slabs(L, P, off, bounds, np.int64(plane))
+    count = compress_and_number(P, np.int64(plane))
+    return out, int(count)
+
+
+# --------------------------------------------------------------------------------------
+# Chunked basins: chunk-local components, the edges that leave a chunk, the merge
+# --------------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def cut_leaving_edges(lab, o0, o1, o2, n1, n2):
+    """Cut the edges that leave a block of labels (``border="inside"`` labels of a block whose
+    first voxel is global ``(o0, o1, o2)`` in a volume with axes 1, 2 of length ``n1, n2``).
+
+    Every voxel whose descent target lies outside the block gets label 13 (itself) in ``lab``,
+    so that the whole-volume basin code computes the block's *chunk-local* basins.  Only the
+    block's boundary layers are visited.  Returns ``(flat, target)`` int64: the block-local
+    flat index of each such voxel and its target's global flat index.
+    """
+    c0, c1, c2 = lab.shape
+    nmax = 2 * (c0 * c1 + c1 * c2 + c0 * c2)
+    flat = np.empty(nmax, np.int64)
+    tgt = np.empty(nmax, np.int64)
+    e = 0
+    for i in range(c0):
+        for j in range(c1):
+            inner = 0 < i < c0 - 1 and 0 < j < c1 - 1
+            step = max(c2 - 1, 1) if inner else 1
+            for k in range(0, c2, step):
+                code = np.int64(lab[i, j, k])
+                ti = i + code // 9 - 1
+                tj = j + (code // 3) % 3 - 1
+                tk = k + code % 3 - 1
+                if ti < 0 or ti >= c0 or tj < 0 or tj >= c1 or tk < 0 or tk >= c2:
+                    flat[e] = (i * c1 + j) * c2 + k
+                    tgt[e] = ((o0 + ti) * n1 + (o1 + tj)) * n2 + (o2 + tk)
+                    lab[i, j, k] = 13
+                    e += 1
+    return flat[:e].copy(), tgt[:e].copy()
+
+
+@njit(cache=True)
+def first_keys(ids, m, o0, o1, o2, n1, n2):
+    """Global flat index of the first voxel of each of the ``m`` components of ``ids``
+    (int32, numbered ``1..m`` in the C order of their first voxels)."""
+    c0, c1, c2 = ids.shape
+    keys = np.empty(m, np.int64)
+    nxt = 1
+    for i in range(c0):
+        for j in range(c1):
+            for k in range(c2):
+                if ids[i, j, k] == nxt:
+                    keys[nxt - 1] = ((o0 + i) * n1 + (o1 + j)) * n2 + (o2 + k)
+                    nxt += 1
+                    if nxt > m:
+                        return keys
+    return keys
+
+
+@njit(cache=True)
+def merge_components(keys, a, b):
+    """Global basin ids of ``len(keys)`` chunk-local components joined by the pairs
+    ``(a[i], b[i])``: ``1..M`` in the order of each basin's smallest key.
+
+    The components are ranked by key (keys are distinct first-voxel indices; equal keys keep
+    their index order), so that ``_union``'s smaller-root rule leaves every basin's root at
+    its smallest key, and roots numbered in rank order are numbered by first voxel.
+    """
+    n = keys.shape[0]
+    order = np.argsort(keys, kind="mergesort")
+    rank = np.empty(n, np.int64)
+    for q in range(n):
+        rank[order[q]] = q
+    parent = np.arange(n)
+    for i in range(a.shape[0]):
+        _union(parent, rank[a[i]], rank[b[i]])
+    gid = np.empty(n, np.int64)
+    m = 0
+    for q in range(n):  # a root is its component's smallest rank: numbered before the rest
+        r = _find(parent, q)
+        if r == q:
+            m += 1
+            gid[q] = m
+        else:
+            gid[q] = gid[r]
+    out = np.empty(n, np.int64)
+    for i in range(n):
+        out[i] = gid[rank[i]]
+    return out
+
+
+@njit(cache=True)
+def apply_lut(ids, lut, out):
+    """``out = lut[ids - 1]`` for a block of int32 ids numbered from 1."""
+    fi = ids.reshape(ids.size)
+    fo = out.reshape(out.size)
+    for i in range(fi.shape[0]):
+        fo[i] = lut[fi[i] - 1]
+
+
+def chunk_basins_cpu(labels, origin, volume_shape):
+    """Chunk-local basins of ``border="inside"`` labels of a chunk whose first voxel is global
+    ``origin`` in a volume of ``volume_shape``.
+
+    The edges that leave the chunk are cut (those voxels point at themselves; a C-contiguous
+    ``labels`` is modified in place) and the whole-volume basin code runs on the chunk.
+
+    Returns
+    -------
+    ids : ndarray of int32, ``labels.shape``
+        Chunk-local components numbered ``1..m`` in the chunk's C order of first voxels.
+    m : int
+    flat : ndarray of int64
+        Chunk-local flat index of every voxel whose target lies outside the chunk.
+    target : ndarray of int64
+        That target's global flat (C-order) index in the volume.
+    """
+    lab = np.ascontiguousarray(labels)
+    o = [np.int64(v) for v in origin]
+    flat, target = cut_leaving_edges(lab, o[0], o[1], o[2], np.int64(volume_shape[1]), np.int64(volume_shape[2]))
+    ids, m = basins_from_labels_cpu(lab)
+    return ids, int(m), flat, target

@@ -17,17 +17,16 @@ smallest flat index.  Roots are then numbered in C order by a per-block shared-m
 plus a prefix sum of the block counts.
 """
 
-import math
-
 import numpy as np
 from numba import cuda, float32, float64, int32, int64
 
-from numvox._shared._cuda_support import launch_1d
+from numvox._shared._cuda_support import kernel_factory, launch_1d
 from numvox._shared.backend import cuda_simulated
 from numvox._shared.halfprec import cuda_loaders
 
+from ._rules import W2, W3
+
 _load_f32, _load_f64 = cuda_loaders()
-_KERNELS = {}
 SCAN_THREADS = 256
 
 
@@ -35,11 +34,10 @@ def _block_edge():
     return 4 if cuda_simulated() else 8
 
 
-def _labels_kernel(cdtype, B):
-    key = (np.dtype(cdtype).name, B)
-    if key in _KERNELS:
-        return _KERNELS[key]
-    nbtype = float32 if np.dtype(cdtype) == np.float32 else float64
+@kernel_factory
+def _labels_kernel(cdtype_name, B):
+    """The labels kernel for compute dtype ``cdtype_name`` and ``B x B x B`` output blocks."""
+    nbtype = float32 if cdtype_name == "float32" else float64
     load = _load_f32 if nbtype == float32 else _load_f64
     H = B + 2
     NT = B * B * B
@@ -100,7 +98,6 @@ def _labels_kernel(cdtype, B):
                 lab = 13
             out[i, j, k] = lab
 
-    _KERNELS[key] = kernel
     return kernel
 
 
@@ -108,7 +105,7 @@ def launch_labels(V, code, out, cdtype, *, device_arrays):
     """Run the labels kernel; returns the number of non-finite values."""
     cdtype = np.dtype(cdtype)
     B = _block_edge()
-    kernel = _labels_kernel(cdtype, B)
+    kernel = _labels_kernel(cdtype.name, B)
     n0, n1, n2 = V.shape
     blocks = (-(-n0 // B)) * (-(-n1 // B)) * (-(-n2 // B))
     bad_host = np.zeros(1, np.int64)
@@ -117,7 +114,7 @@ def launch_labels(V, code, out, cdtype, *, device_arrays):
     # Simulator: host input, passed as input-only (never copied back; it may be read-only)
     # and contiguous (the simulator's transfer needs one buffer).  Real GPUs get device arrays.
     src = V if device_arrays else cuda.In(np.ascontiguousarray(V))
-    kernel[blocks, B * B * B](src, np.int64(code), out, bad, t(1 / math.sqrt(2)), t(1 / math.sqrt(3)),
+    kernel[blocks, B * B * B](src, np.int64(code), out, bad, t(W2), t(W3),
                               t(-np.inf), t(np.inf))
     if device_arrays:  # pragma: no cover - needs a GPU
         bad_host = bad.copy_to_host()
@@ -239,8 +236,7 @@ def launch_basins(labels, out, *, device_arrays):
     n = n0 * n1 * n2
     L = labels.reshape(n)
     f = out.reshape(n)
-    threads = 64 if cuda_simulated() else 256
-    blocks = max(1, min(-(-n // threads), 65535 * 8))
+    blocks, threads = launch_1d(n, threads=64 if cuda_simulated() else 256)
     _init_kernel[blocks, threads](f)
     flag_host = np.zeros(1, np.int32)
     while True:

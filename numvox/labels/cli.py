@@ -1,5 +1,6 @@
 """``numvox labels VOLUME.npy -o LABELS.npy [--border inside|zero] [--basins BASINS.npy]``,
-and ``numvox labels big.zarr -o labels.zarr --dask [--scheduler ADDRESS]`` on Dask."""
+and ``numvox labels BIG.zarr -o LABELS.zarr --dask [--scheduler ADDRESS] [--basins BASINS.zarr]``
+on Dask (:func:`run_labels`; inputs, outputs and progress as in :mod:`numvox.dask.cli`)."""
 
 from numvox.cli import UserError, load_array, save_array
 
@@ -27,8 +28,6 @@ def register(subparsers):
 
 def _run(args):
     if args.dask:
-        from numvox.dask.cli import run_labels
-
         return run_labels(args)
     import numpy as np
 
@@ -44,5 +43,42 @@ def _run(args):
         basins = np.asarray(descent_basins(volume, backend=args.backend))
         save_array(args.basins, basins)
         msg += f"; {int(basins.max()) if basins.size else 0} basins -> {args.basins}"
+    print(msg)
+    return 0
+
+
+def run_labels(args):
+    """The ``--dask`` path of ``numvox labels``: labels (and basins) chunk by chunk.
+
+    ``args`` has the labels subcommand's ``volume``, ``output``, ``border``, ``basins`` and
+    ``backend`` plus ``add_dask_arguments``' ``scheduler`` and ``chunks``.
+    """
+    from numvox.dask.cli import compute, is_local, open_volume, output_target
+
+    from ._dask import descent_basins_dask, descent_labels_dask
+
+    x = open_volume(args.volume, getattr(args, "chunks", None))
+    border = getattr(args, "border", "inside")
+    backend = getattr(args, "backend", None)
+    basins_path = getattr(args, "basins", None)
+    address = getattr(args, "scheduler", None)
+    local = is_local(address)
+    labels = descent_labels_dask(x, border=border, backend=backend)
+    work, gather = [], []
+    store, later = output_target(labels, args.output, local)
+    work.append(store) if store is not None else gather.append(("labels", later, args.output))
+    nbasins = None
+    if basins_path:
+        basins = descent_basins_dask(x, backend=backend)
+        store, later = output_target(basins, basins_path, local)
+        work.append(store) if store is not None else gather.append(("basins", later, basins_path))
+        nbasins = basins.max() if basins.size else None
+    todo = work + [g[1] for g in gather] + ([nbasins] if nbasins is not None else [])
+    results = compute(todo, address)
+    for (_, _, path), value in zip(gather, results[len(work):len(work) + len(gather)]):
+        save_array(path, value)
+    msg = f"labels {tuple(x.shape)} in {x.npartitions} chunks -> {args.output}"
+    if basins_path:
+        msg += f"; {int(results[-1]) if nbasins is not None else 0} basins -> {basins_path}"
     print(msg)
     return 0

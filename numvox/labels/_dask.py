@@ -1,27 +1,29 @@
-"""Dask drivers of :func:`numvox.descent_labels` and :func:`numvox.descent_basins`.
+"""Dask drivers of :func:`numvox.descent_labels` and :func:`numvox.descent_basins`
+(re-exported by :mod:`numvox.dask` as ``descent_labels`` and ``descent_basins``).
 
 Labels
 ------
 Each output chunk is computed from its input chunk plus a one-voxel halo on every face that
 is not a face of the whole volume (``dask.array.overlap.overlap(..., boundary="none")``),
-through ``numvox.labels._api.labels_block_cpu``, which is told which faces are true volume
+through :func:`._cpu.labels_block_cpu`, which is told which faces are true volume
 faces: the result is bit-identical to the whole-volume call, ``border="zero"`` included,
 whatever the chunking (chunks of one voxel too).  Chunks that are not NumPy (CuPy) go through
-the whole-volume function on the haloed block (trimmed afterwards), which gives the same
+the in-memory driver on the haloed block (trimmed afterwards), which gives the same
 labels since every kept voxel has its full neighbourhood in the block.
 
 Basins
 ------
-Three graph stages, none of which holds more than a few chunks' worth of data:
+Four stages, none of which holds more than a few chunks' worth of data:
 
-1. per chunk: labels (as above), chunk-local basins (the edges that leave the chunk are cut,
-   i.e. those voxels are made to point at themselves, and ``numvox.labels._api.
-   basins_from_labels_cpu`` runs on the chunk), and a small summary: the global flat index of each local component's
-   first voxel (its *key*), the edges that leave the chunk (source component, target voxel),
-   and the component ids on the chunk's six boundary layers;
+1. per chunk: labels (as above), chunk-local basins (:func:`._cpu.chunk_basins_cpu`: the
+   edges that leave the chunk are cut, i.e. those voxels are made to point at themselves, and
+   the in-memory basin code runs on the chunk), and a small summary: the global flat index of
+   each local component's first voxel (its *key*), the edges that leave the chunk (source
+   component, target voxel), and the component ids on the chunk's six boundary layers;
 2. per chunk: its leaving edges resolved against the boundary layers of the (up to 26)
    neighbouring chunks into unique component pairs;
-3. one merge task: union-find over all chunk-local components joined by these pairs; a basin's
+3. one merge task: union-find (:func:`._cpu.merge_components`, the in-memory ``_find`` /
+   ``_union``) over all chunk-local components joined by these pairs; a basin's
    first voxel in C order is the smallest key of its components, so sorting the basins'
    keys gives exactly the in-memory ``1..M`` numbering; the result is one lookup table
    (local id -> basin id) per chunk;
@@ -35,21 +37,13 @@ volumes a tiny fraction of the voxel count.
 
 import numpy as np
 
-from numvox._shared.validate import check_choice, check_ndim, check_real_dtype
+from numvox._shared.arrays import to_host
+from numvox._shared.chunks import as_dask, assemble, bounds, dask_array, drop_empty_chunks, numpy_meta, store_out
+from numvox._shared.validate import check_choice
 
-from ._common import as_dask, assemble, bounds, dask_array, drop_empty_chunks, numpy_meta, store_out
-
-BORDERS = ("inside", "zero")
-
-
-def _check_volume(x):
-    check_real_dtype(x, "volume", allow_int=True)
-    if x.ndim == 2:
-        raise ValueError(
-            f"volume has shape {tuple(x.shape)} (2-D); expected a 3-D volume. For a 2-D image "
-            f"pass volume[None] (a one-plane volume)"
-        )
-    check_ndim(x, "volume", 3)
+from ._cpu import apply_lut, chunk_basins_cpu, first_keys, labels_block_cpu, merge_components, zero_true_faces
+from ._inmemory import labels_in_memory
+from ._rules import BORDERS, basins_output_specs, check_volume, labels_output_specs, output_of
 
 
 def _faces(loc, num):
@@ -59,18 +53,12 @@ def _faces(loc, num):
 def block_labels(block, faces, border="inside", backend=None):
     """Labels of the core of a haloed block (see the module notes)."""
     if isinstance(block, np.ndarray) and backend in (None, "cpu"):
-        from numvox.labels._api import labels_block_cpu
-
         return labels_block_cpu(block, faces, border=border)
-    from numvox.labels import descent_labels
-
-    lab = descent_labels(block, border="inside", backend=backend)
+    lab = labels_in_memory(block, "inside", None, backend)
     core = tuple(slice(0 if lo else 1, None if hi else -1) for lo, hi in faces)
     lab = lab[core].copy()
     if border == "zero":
-        from numvox.labels._api import _zero_true_faces
-
-        _zero_true_faces(lab, faces)
+        zero_true_faces(lab, faces)
     return lab
 
 
@@ -81,11 +69,11 @@ def _halo(x):
 
 def _prepare(volume):
     x = as_dask(volume, "volume")
-    _check_volume(x)
+    check_volume(x)
     return drop_empty_chunks(x)
 
 
-def descent_labels(volume, *, border="inside", out=None, backend=None):
+def descent_labels_dask(volume, *, border="inside", out=None, backend=None):
     """Steepest-descent labels of a Dask volume, chunk by chunk (lazy).
 
     Parameters
@@ -113,16 +101,17 @@ def descent_labels(volume, *, border="inside", out=None, backend=None):
     """
     check_choice(border, "border", BORDERS)
     x = _prepare(volume)
+    _, dtype = output_of(labels_output_specs, x, {"border": border})
     if x.size == 0:
         da = dask_array()
-        return store_out(da.zeros(x.shape, dtype=np.uint8, chunks=x.chunks), out)
+        return store_out(da.zeros(x.shape, dtype=dtype, chunks=x.chunks), out)
     num = tuple(len(c) for c in x.chunks)
 
     def fn(block, block_info=None):
         loc = block_info[None]["chunk-location"]
         return block_labels(block, _faces(loc, num), border=border, backend=backend)
 
-    res = _halo(x).map_blocks(fn, chunks=x.chunks, dtype=np.uint8, meta=numpy_meta(x, np.uint8, 3))
+    res = _halo(x).map_blocks(fn, chunks=x.chunks, dtype=dtype, meta=numpy_meta(x, dtype, 3))
     return store_out(res, out)
 
 
@@ -134,23 +123,12 @@ def _local(block, loc, num, origin, shape, backend):
     voxels (the whole-volume basin code run on the block with its leaving edges cut), and the
     leaving edges (block-local flat index of the source voxel, global flat index of its target).
     """
-    from numvox.labels._api import basins_from_labels_cpu
-
-    from ._kernels import cut_leaving_edges
-
     lab = block_labels(block, _faces(loc, num), border="inside", backend=backend)
-    if not isinstance(lab, np.ndarray):  # CuPy chunk: the merge bookkeeping runs on the host
-        lab = lab.get()
-    lab = np.ascontiguousarray(lab)
-    o = [np.int64(v) for v in origin]
-    flat, target = cut_leaving_edges(lab, o[0], o[1], o[2], np.int64(shape[1]), np.int64(shape[2]))
-    ids, m = basins_from_labels_cpu(lab)
-    return ids, int(m), flat, target
+    # a CuPy chunk's labels: the merge bookkeeping runs on the host
+    return chunk_basins_cpu(to_host(lab), origin, shape)
 
 
 def _summary(block, loc, num, origin, shape, backend):
-    from ._kernels import first_keys
-
     ids, m, flat, target = _local(block, loc, num, origin, shape, backend)
     o = [np.int64(v) for v in origin]
     keys = first_keys(ids, np.int64(m), o[0], o[1], o[2], np.int64(shape[1]), np.int64(shape[2]))
@@ -194,8 +172,6 @@ def _resolve(edges, loc, bnds, shape, neighbour_faces):
 
 def _merge(nums, all_keys, all_pairs):
     """Stage 3: lookup tables (local id -> global basin id, int32) of every block."""
-    from ._kernels import merge_components
-
     sizes = np.array([k.size for k in all_keys], np.int64)
     offsets = np.concatenate([[0], np.cumsum(sizes)])
     keys = np.concatenate(all_keys) if all_keys else np.empty(0, np.int64)
@@ -214,14 +190,12 @@ def _merge(nums, all_keys, all_pairs):
 
 
 def _relabel(block, lut, loc, num, origin, shape, backend):
-    from ._kernels import apply_lut
-
     ids = _local(block, loc, num, origin, shape, backend)[0]
     apply_lut(ids, lut, ids)  # in place: every id is read before it is overwritten
     return ids
 
 
-def descent_basins(volume, *, backend=None):
+def descent_basins_dask(volume, *, backend=None):
     """Descent basins of a Dask volume (lazy): chunk-local basins merged across chunks.
 
     Parameters
@@ -242,16 +216,16 @@ def descent_basins(volume, *, backend=None):
     Raises
     ------
     TypeError, ValueError
-        As :func:`descent_labels` (NaN / inf at compute time).
+        As :func:`descent_labels_dask` (NaN / inf at compute time).
     """
     da = dask_array()
     from dask import delayed
     from dask.graph_manipulation import clone
 
     x = _prepare(volume)
-    shape = tuple(int(s) for s in x.shape)
+    shape, dtype = output_of(basins_output_specs, x, {})
     if x.size == 0:
-        return da.zeros(shape, dtype=np.int32, chunks=x.chunks)
+        return da.zeros(shape, dtype=dtype, chunks=x.chunks)
     num = tuple(len(c) for c in x.chunks)
     bnds = bounds(x.chunks)
     grid = list(np.ndindex(*num))
@@ -281,4 +255,4 @@ def descent_basins(volume, *, backend=None):
     for loc in grid:
         origin = tuple(int(bnds[a][loc[a]]) for a in range(3))
         out[loc] = delayed(_relabel, pure=True)(blocks2[loc], luts[lin[loc]], loc, num, origin, shape, backend)
-    return assemble(out, x.chunks, np.int32, meta=np.empty((0, 0, 0), np.int32))
+    return assemble(out, x.chunks, dtype, meta=np.empty((0, 0, 0), dtype))
