@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import numvox
-from numvox.correlate import _api, _direct, _fft
+from numvox.correlate import _direct, _fft, _rules
 from reference import ref_correlate, ref_ncc
 
 MODES = ("full", "same", "valid")
@@ -266,14 +266,103 @@ def test_blocks_bounded(monkeypatch):
 
 
 def test_auto_method_choice():
-    small = _api._geometry((16, 64, 64, 64, 1), (32, 3, 3, 3, 1), "same", -1)
-    big = _api._geometry((40, 96, 96, 3), (50, 96, 96, 3), "same", None)
+    small = _rules.geometry((16, 64, 64, 64, 1), (32, 3, 3, 3, 1), "same", -1)
+    big = _rules.geometry((40, 96, 96, 3), (50, 96, 96, 3), "same", None)
+    assert _rules.choose_method(small, False) == "direct"
+    assert _rules.choose_method(big, False) == "fft"
 
-    class _Call:
-        device_arrays = False
 
-    assert _api.choose_method(small, _Call()) == "direct"
-    assert _api.choose_method(big, _Call()) == "fft"
+SPEC_IMAGES, SPEC_FILTERS = (2, 7, 6, 5), (3, 3, 2, 4)
+
+
+def _spec_case(ca):
+    """Inputs of shapes ``SPEC_*`` with equal channel counts along ``ca`` (axis lengths all differ,
+    so that a wrong channel axis shows in the output shape)."""
+    fshape = list(SPEC_FILTERS)
+    if ca is not None:
+        fshape[ca] = SPEC_IMAGES[ca]
+    rng = np.random.default_rng(17)
+    return rng.random(SPEC_IMAGES, dtype=np.float32), rng.random(tuple(fshape), dtype=np.float32)
+
+
+def _result_specs(result):
+    results = result if isinstance(result, tuple) else (result,)
+    return [(list(r.shape), np.dtype(r.dtype)) for r in results]
+
+
+@pytest.mark.parametrize("reduce", [None, "max", "argmax"])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("ca", [None, 1, 2, 3, -1, -2, -3])
+def test_output_specs_match_results(ca, mode, reduce):
+    """The static shape rule (OPS, used by numvox.tf) gives the shapes and dtypes of the actual
+    results, and with unknown sizes (None) it keeps every size that does not depend on them."""
+    (op,) = numvox.correlate.OPS
+    assert op.name == "correlate_batch" and op.function is numvox.correlate_batch
+    assert op.arrays == ("images", "filters")
+    images, filters = _spec_case(ca)
+    opts = {"mode": mode, "channel_axis": ca, "reduce": reduce}
+    shapes = {"images": list(images.shape), "filters": list(filters.shape)}
+    dtypes = {"images": images.dtype, "filters": np.dtype(np.float64)}
+    for method in ("direct", "fft"):
+        got = numvox.correlate_batch(images, filters.astype(np.float64), method=method, **opts)
+        specs = op.output_specs(shapes, dtypes, opts)
+        assert [(shape, np.dtype(dtype)) for shape, dtype in specs] == _result_specs(got)
+    # unknown sizes: each output size is None exactly where it depends on an unknown input size
+    ax = None if ca is None else ca % len(SPEC_IMAGES)
+    spatial = [a for a in range(1, len(SPEC_IMAGES)) if a != ax]
+    for unknown in range(len(SPEC_IMAGES)):
+        partial = {"images": list(shapes["images"]), "filters": list(shapes["filters"])}
+        partial["images"][unknown] = None
+        expect = [list(shape) for shape, _ in specs]
+        if unknown == 0:
+            for shape in expect:
+                shape[0] = None
+        elif unknown in spatial and reduce is None:
+            expect[0][2 + spatial.index(unknown)] = None
+        assert [shape for shape, _ in op.output_specs(partial, dtypes, opts)] == expect
+    # unknown rank
+    unknown_rank = op.output_specs({"images": None, "filters": shapes["filters"]}, dtypes, opts)
+    assert unknown_rank[0][0] == (None if reduce is None else [None, shapes["filters"][0]])
+    if reduce == "argmax":
+        assert unknown_rank[1][0] == [None, shapes["filters"][0], None]
+
+
+@pytest.mark.parametrize("reduce", [None, "max", "argmax"])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("ca", [None, 1, -1])
+def test_output_specs_match_dask_results(ca, mode, reduce):
+    """The Dask driver's lazy results have the shapes and dtypes of the static rule too."""
+    da = pytest.importorskip("dask.array")
+    images, filters = _spec_case(ca)
+    opts = {"mode": mode, "channel_axis": ca, "reduce": reduce}
+    specs = numvox.correlate.OPS[0].output_specs(
+        {"images": list(images.shape), "filters": list(filters.shape)},
+        {"images": images.dtype, "filters": filters.dtype}, opts)
+    lazy = numvox.correlate_batch(da.from_array(images, chunks=1), filters, **opts)
+    assert [(shape, np.dtype(dtype)) for shape, dtype in specs] == _result_specs(lazy)
+    computed = tuple(r.compute() for r in lazy) if reduce == "argmax" else lazy.compute()
+    assert _result_specs(computed) == _result_specs(lazy)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("normalize", [False, True])
+@pytest.mark.parametrize("mode,ca", [("same", None), ("full", -1), ("valid", 1)])
+def test_cpu_and_cuda_direct_agree(cuda_backend, mode, ca, normalize):
+    """The CPU and CUDA direct kernels give the same maps, maxima and positions."""
+    rng = np.random.default_rng(18)
+    images = rng.standard_normal((2, 6, 5, 2))
+    fshape = [3, 3, 2, 2]
+    if ca is not None:
+        fshape[ca] = images.shape[ca]  # equal channel counts
+    filters = rng.standard_normal(fshape)
+    kw = dict(mode=mode, channel_axis=ca, normalize=normalize, method="direct")
+    cpu = numvox.correlate_batch(images, filters, backend="cpu", **kw)
+    gpu = numvox.correlate_batch(images, filters, backend=cuda_backend, **kw)
+    assert_close(gpu, cpu, np.float64)
+    cpu_v, cpu_p = numvox.correlate_batch(images, filters, backend="cpu", reduce="argmax", **kw)
+    gpu_v, gpu_p = numvox.correlate_batch(images, filters, backend=cuda_backend, reduce="argmax", **kw)
+    assert_close(gpu_v, cpu_v, np.float64)
+    np.testing.assert_array_equal(np.asarray(gpu_p), cpu_p)
 
 
 def test_empty_batches():
@@ -388,7 +477,7 @@ def test_fft_stacked_middle_axis(mode, normalize):
     rng = np.random.default_rng(15)
     images = rng.random((3, 9, 3, 8))
     filters = rng.random((2, 4, 2, 3))
-    geom = _api._geometry(images.shape, filters.shape, mode, None)
+    geom = _rules.geometry(images.shape, filters.shape, mode, None)
     assert _fft.stack_axis(geom) == 1
     if normalize:
         ref = np.array([[ref_ncc(x, f, mode) for f in filters] for x in images])

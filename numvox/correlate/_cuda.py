@@ -16,21 +16,24 @@ import math
 import numpy as np
 from numba import cuda, float32, float64, int64
 
+from numvox._shared._cuda_support import kernel_factory, launch_1d
+from numvox._shared.arrays import to_host
 from numvox._shared.backend import cuda_simulated
-from numvox._shared.halfprec import cuda_loaders
+from numvox._shared.halfprec import cuda_loaders, kernel_view
+
+from ._direct import combine_partials
+from ._normalize import centred_filters, window_variance
+from ._rules import BIG_INDEX, canonical, channels_first, pad4
 
 KB = 8  # filters per block
 CH = 16  # taps along the last axis per shared-memory load
 MAXT = 64  # threads per block (a power of two)
-BIG_INDEX = np.iinfo(np.int64).max
 PARTIAL_BYTES = 64 * 2**20
-_KERNELS = {}
 
 
+@kernel_factory
 def _kernels(f64):
-    key = bool(f64)
-    if key in _KERNELS:
-        return _KERNELS[key]
+    """The tiled direct kernel accumulating in float64 (``f64``) or float32."""
     load_f32, load_f64 = cuda_loaders()
     load = load_f64 if f64 else load_f32
     acc_t = float64 if f64 else float32
@@ -134,7 +137,6 @@ def _kernels(f64):
                         pval[n, k, bx] = rv[0]
                         pidx[n, k, bx] = ri[0]
 
-    _KERNELS[key] = direct
     return direct
 
 
@@ -142,19 +144,27 @@ def _pow2ceil(x):
     return 1 << max(0, int(x - 1).bit_length())
 
 
-def launch_direct(call, img6, icode, A, B, geom, out_dtype, reduce, normalize, res, values, positions, bar,
-                  ssd, img_cf):
-    """Run the tiled kernel over blocks of images and filters; fill ``res`` or ``values``/``positions``."""
-    from ._api import canonical
-    from ._direct import _pad4, combine_partials
-    from ._normalize import window_variance
+def _cupy():  # pragma: no cover - needs a GPU
+    import cupy
 
+    return cupy
+
+
+def launch_direct(call, A, B, geom, out_dtype, reduce, normalize, res, values, positions, bar):
+    """Run the tiled kernel over blocks of images and filters; fill ``res`` or ``values``/``positions``."""
     dev = call.device_arrays
-    N, K = geom["N"], geom["K"]
-    O, lo, s = geom["O"], geom["lo"], geom["s"]
-    O4 = _pad4(O, 1)
-    f64 = np.dtype(out_dtype) == np.float64
-    kernel = _kernels(f64)
+    ssd = np.ones(1, dtype=np.float64)
+    img_cf = None
+    if normalize:
+        # zero-mean filters (a small copy of the filter bank) and their sums of squares
+        xp = _cupy() if dev else np
+        B, ssd = centred_filters(xp, xp.asarray(B) if dev else B, out_dtype)
+        img_cf = channels_first(xp, xp.asarray(A) if dev else A, geom)
+    img6, icode = kernel_view(canonical(A, geom))
+    N, K = geom.N, geom.K
+    O, lo, s = geom.O, geom.lo, geom.s
+    O4 = pad4(O, 1)
+    kernel = _kernels(bool(np.dtype(out_dtype) == np.float64))
     T = 16 if cuda_simulated() else MAXT
     tile_x = min(T, _pow2ceil(O4[3]))
     rows = T // tile_x
@@ -165,9 +175,8 @@ def launch_direct(call, img6, icode, A, B, geom, out_dtype, reduce, normalize, r
     def put(x):
         return cuda.to_device(np.ascontiguousarray(x)) if dev else np.ascontiguousarray(x)
 
-    Bh = B if isinstance(B, np.ndarray) else _host(B)
-    flt = put(np.array(canonical(Bh, geom), dtype=out_dtype, order="C"))
-    lo_d = put(np.array(_pad4(lo, 0), dtype=np.int64))
+    flt = put(np.array(canonical(to_host(B), geom), dtype=out_dtype, order="C"))
+    lo_d = put(np.array(pad4(lo, 0), dtype=np.int64))
     o_d = put(np.array(O4, dtype=np.int64))
     ssd_d = put(np.asarray(ssd, dtype=np.float64))
     dummy_var = put(np.zeros((1,) * 5, dtype=np.float64))
@@ -229,19 +238,11 @@ def launch_direct(call, img6, icode, A, B, geom, out_dtype, reduce, normalize, r
                 positions[...] = hp
 
 
-def _host(a):  # pragma: no cover - needs a GPU
-    if hasattr(a, "copy_to_host"):
-        return a.copy_to_host()
-    return a.get() if hasattr(a, "get") else np.asarray(a)
-
-
 def _device_variance(block, s, lo, O):  # pragma: no cover - needs a GPU
-    from ._normalize import window_variance
-
     try:
         import cupy
     except ImportError:
-        return cuda.to_device(window_variance(np, _host(block), s, lo, O))
+        return cuda.to_device(window_variance(np, to_host(block), s, lo, O))
     return cuda.as_cuda_array(window_variance(cupy, cupy.asarray(block), s, lo, O))
 
 
@@ -249,19 +250,15 @@ def scan_values_device(arr, code):  # pragma: no cover - needs a GPU
     """``(nonfinite_count, max_abs)`` of a 6-D device array, on the device."""
     kernel = _scan_kernel()
     stats = cuda.to_device(np.zeros(2, dtype=np.float64))
-    size = int(np.prod(arr.shape))
-    blocks = max(1, min(-(-size // 256), 65535 * 4))
-    kernel[blocks, 256](arr, np.int64(code), stats)
+    blocks, threads = launch_1d(int(np.prod(arr.shape)), threads=256, max_blocks=65535 * 4)
+    kernel[blocks, threads](arr, np.int64(code), stats)
     host = stats.copy_to_host()
     return int(host[0]), float(host[1])
 
 
-_SCAN = []
-
-
+@kernel_factory
 def _scan_kernel():  # pragma: no cover - needs a GPU
-    if _SCAN:
-        return _SCAN[0]
+    """The grid-stride scan for non-finite values and the largest magnitude."""
     _, load_f64 = cuda_loaders()
 
     @cuda.jit
@@ -287,5 +284,4 @@ def _scan_kernel():  # pragma: no cover - needs a GPU
                 cuda.atomic.max(stats, 1, abs(v))
             i += cuda.gridsize(1)
 
-    _SCAN.append(scan)
     return scan

@@ -1,24 +1,24 @@
-"""Driver of the direct (sliding-window) path: blocks, normalisation statistics, reductions.
+"""CPU driver of the direct (sliding-window) path: blocks, normalisation statistics, reductions.
 
-The kernels (``_cpu.direct``, ``_cuda``) work on canonical 6-D views; this module cuts the
-image batch into blocks so that the extra memory (normalisation statistics, per-chunk
-partial maxima) stays below ``DIRECT_BLOCK_BYTES`` whatever N x K, and combines partial
-maxima into ``(values, positions)`` (first occurrence in C order on ties).
+The kernel (``_cpu.direct``) works on canonical 6-D views; this module cuts the image batch
+into blocks so that the extra memory (normalisation statistics, per-chunk partial maxima)
+stays below ``DIRECT_BLOCK_BYTES`` whatever N x K, and combines partial maxima into
+``(values, positions)`` (first occurrence in C order on ties; the CUDA driver combines its
+per-tile maxima with the same :func:`combine_partials`).
 """
 
 import math
 
 import numpy as np
+from numba import get_num_threads
 
+from numvox._shared.halfprec import kernel_view
+
+from ._cpu import direct, flat_view
 from ._normalize import centred_filters, window_variance
+from ._rules import BIG_INDEX, canonical, channels_first, pad4
 
 DIRECT_BLOCK_BYTES = 64 * 2**20
-BIG_INDEX = np.iinfo(np.int64).max
-
-
-def _pad4(seq, fill):
-    seq = list(seq)
-    return [fill] * (4 - len(seq)) + seq
 
 
 def combine_partials(pval, pidx):
@@ -28,38 +28,23 @@ def combine_partials(pval, pidx):
     return vmax, idx
 
 
-def run_direct(call, A, B, geom, out_dtype, reduce, normalize, res, values, positions, bar):
-    from numvox._shared.halfprec import kernel_view
-
-    from ._api import _channels_first, canonical
-
-    N, K, C = geom["N"], geom["K"], geom["C"]
-    O, lo, s = geom["O"], geom["lo"], geom["s"]
-    O4 = _pad4(O, 1)
-    lo4 = np.array(_pad4(lo, 0), dtype=np.int64)
+def run_direct(A, B, geom, out_dtype, reduce, normalize, res, values, positions, bar):
+    """Direct correlation of NumPy inputs on the CPU: fill ``res`` (reduce None) or
+    ``values`` and ``positions`` (reduce "max" / "argmax"; ``positions`` None for "max")."""
+    N, K = geom.N, geom.K
+    O, lo, s = geom.O, geom.lo, geom.s
+    O4 = pad4(O, 1)
+    lo4 = np.array(pad4(lo, 0), dtype=np.int64)
     nout = math.prod(O)
     eps = float(np.finfo(out_dtype).eps)
-    cuda_path = call.backend == "cuda"
 
     ssd = np.ones(1, dtype=np.float64)
     img_cf = None
-    xp = _xp_of(call)
     if normalize:
         # zero-mean filters (a small copy of the filter bank) and their sums of squares
-        B, ssd = centred_filters(xp, xp.asarray(B) if xp is not np else B, out_dtype)
-        img_cf = _channels_first(xp.asarray(A) if xp is not np else A, geom)
+        B, ssd = centred_filters(np, B, out_dtype)
+        img_cf = channels_first(np, A, geom)
     img6, icode = kernel_view(canonical(A, geom))
-
-    if cuda_path:
-        from ._cuda import launch_direct
-
-        launch_direct(call, img6, icode, A, B, geom, out_dtype, reduce, normalize, res, values, positions, bar,
-                      ssd, img_cf)
-        return
-
-    from numba import get_num_threads
-
-    from ._cpu import direct, flat_view
 
     flt6 = np.array(canonical(B, geom), dtype=out_dtype, order="C")  # small: the filter bank
     flat, base, ist = flat_view(img6)
@@ -118,10 +103,3 @@ def run_direct(call, A, B, geom, out_dtype, reduce, normalize, res, values, posi
                 positions[n0:n1] = np.stack(np.unravel_index(idx, tuple(O)), axis=-1)
         bar.update(b * K)
 
-
-def _xp_of(call):
-    if call.device_arrays:  # pragma: no cover - needs a GPU
-        import cupy
-
-        return cupy
-    return np

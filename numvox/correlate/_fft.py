@@ -14,20 +14,11 @@ discarded part.
 
 import numpy as np
 
+from ._cpu import spectra_products
 from ._normalize import centred_filters, window_variance
+from ._rules import fft_sizes
 
 BLOCK_BYTES = 96 * 2**20
-
-
-def fft_sizes(S, s, lo, O):
-    """Transform length per axis: ``F >= max(S - lo, O + lo + s - 1, s)``, a fast size."""
-    import scipy.fft
-
-    sizes = []
-    for d in range(len(S)):
-        need = max(S[d] - lo[d], O[d] + lo[d] + s[d] - 1, s[d])
-        sizes.append(scipy.fft.next_fast_len(need, real=True))
-    return sizes
 
 
 class _Backend:
@@ -85,9 +76,9 @@ def stack_axis(geom):
     transforming along it (short strided transforms are slow, and the other axes' inverse
     transforms shrink from ``F`` planes to ``O``).
     """
-    if geom["ca"] is not None or len(geom["S"]) < 2:
+    if geom.ca is not None or len(geom.S) < 2:
         return None
-    cost = [s * o for s, o in zip(geom["s"], geom["O"])]
+    cost = [s * o for s, o in zip(geom.s, geom.O)]
     d = min(range(len(cost)), key=lambda i: cost[i])
     return d if cost[d] <= 16 else None
 
@@ -106,17 +97,17 @@ def correlate_fft(xp, img, flt, geom, ftype, reduce, normalize, out, values, fla
     """
     be = _Backend(xp)
     N, K = img.shape[0], flt.shape[0]
-    d_user = len(geom["O"])
-    ca, spatial = geom["ca"], geom["spatial"]
+    d_user = len(geom.O)
+    ca, spatial = geom.ca, geom.spatial
     sd = stack_axis(geom)
     if ca is not None:  # channels: summed, one output plane
         src = ca
-        Sc = sc = geom["C"]
+        Sc = sc = geom.C
         loc, Oc = 0, 1
         rest = list(range(d_user))
     elif sd is not None:
         src = spatial[sd]
-        Sc, sc, loc, Oc = geom["S"][sd], geom["s"][sd], geom["lo"][sd], geom["O"][sd]
+        Sc, sc, loc, Oc = geom.S[sd], geom.s[sd], geom.lo[sd], geom.O[sd]
         rest = [i for i in range(d_user) if i != sd]
     else:
         src = None
@@ -127,11 +118,11 @@ def correlate_fft(xp, img, flt, geom, ftype, reduce, normalize, out, values, fla
         I, Fl = img[:, None], flt[:, None]
     else:
         I, Fl = xp.moveaxis(img, src, 1), xp.moveaxis(flt, src, 1)
-    S = [geom["S"][i] for i in rest]
-    s = [geom["s"][i] for i in rest]
-    lo = [geom["lo"][i] for i in rest]
-    O = [geom["O"][i] for i in rest]
-    Ouser = list(geom["O"])
+    S = [geom.S[i] for i in rest]
+    s = [geom.s[i] for i in rest]
+    lo = [geom.lo[i] for i in rest]
+    O = [geom.O[i] for i in rest]
+    Ouser = list(geom.O)
     d = len(S)
     F = fft_sizes(S, s, lo, O)
     order = sorted(range(d), key=lambda i: F[i])  # real transform along the longest axis
@@ -182,12 +173,10 @@ def correlate_fft(xp, img, flt, geom, ftype, reduce, normalize, out, values, fla
         FI = be.rfftn(buf, sfft, axes)
         del buf
         if normalize:
-            var = window_variance(xp, img_cf[n0:n1], geom["s"], geom["lo"], Ouser)  # (bn, *Ouser)
+            var = window_variance(xp, img_cf[n0:n1], geom.s, geom.lo, Ouser)  # (bn, *Ouser)
         for k0 in range(0, K, bk):
             k1 = min(K, k0 + bk)
             if xp is np:
-                from ._cpu import spectra_products
-
                 prod = np.empty((n1 - n0, k1 - k0, Oc, *half), dtype=ctype)
                 spectra_products(FI.reshape(n1 - n0, Sc, M), FFm[k0:k1], np.int64(loc),
                                  prod.reshape(n1 - n0, k1 - k0, Oc, M))

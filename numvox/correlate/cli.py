@@ -2,6 +2,10 @@
 
 import sys
 
+from numvox._shared.backend import BACKENDS
+
+from ._rules import METHODS, MODES, REDUCES
+
 
 def register(subparsers):
     p = subparsers.add_parser(
@@ -13,14 +17,14 @@ def register(subparsers):
     p.add_argument("images", help="images .npy/.npz file, shape (N, *item)")
     p.add_argument("filters", help="filters .npy/.npz file, shape (K, *item)")
     p.add_argument("-o", "--output", required=True, help="output .npy (or .npz) file")
-    p.add_argument("--mode", default="same", choices=("full", "same", "valid"), help="output size (default: same)")
-    p.add_argument("--reduce", default=None, choices=("max", "argmax"),
+    p.add_argument("--mode", default="same", choices=MODES, help="output size (default: same)")
+    p.add_argument("--reduce", default=None, choices=REDUCES,
                    help="keep only each map's maximum (argmax: also its position, saved as OUT_positions.npy)")
     p.add_argument("--normalize", action="store_true", help="zero-normalised cross-correlation")
     p.add_argument("--channel-axis", type=int, default=None,
                    help="axis of the inputs holding channels (summed, not correlated), e.g. -1")
-    p.add_argument("--method", default="auto", choices=("auto", "direct", "fft"))
-    p.add_argument("--backend", default=None, choices=("cpu", "cuda"))
+    p.add_argument("--method", default="auto", choices=METHODS)
+    p.add_argument("--backend", default=None, choices=BACKENDS)
     p.add_argument("--progress", dest="progress", action="store_true", default=None,
                    help="show a progress bar (default: when stderr is a terminal)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
