@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 from conftest import SIMULATED
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from reference import ref_peaks, ref_votes
 
 import numvox
 from numvox.cli import main as cli_main
-from reference import ref_peaks, ref_votes
 
 try:
     import ml_dtypes
@@ -157,12 +158,12 @@ def test_deferred_list_overflow_runs_more_rounds(monkeypatch):
     """Tiny deferred lists: the kernel stops early and the host runs further rounds."""
     import numba
 
-    from numvox.votes import _api
+    from numvox.votes import _cpu
 
     rng = np.random.default_rng(8)
     probs, offsets = make_inputs(rng, (16, 6, 5), 2, spread=10.0)
     offsets[: 8, ..., 0] += 8.0  # the first half votes into the second half's rows
-    real = _api.work_split
+    real = _cpu.work_split
     calls = []
     before = numba.get_num_threads()
     try:
@@ -173,9 +174,9 @@ def test_deferred_list_overflow_runs_more_rounds(monkeypatch):
                 calls.append(1)
                 return real(B, X, Y, nchunks, *profile)
 
-            monkeypatch.setattr(_api, "work_split", split)
+            monkeypatch.setattr(_cpu, "work_split", split)
             for fraction in (2, 200):  # 200: lists of one line, many rounds
-                monkeypatch.setattr(_api, "_DEFERRED_FRACTION", fraction)
+                monkeypatch.setattr(_cpu, "_DEFERRED_FRACTION", fraction)
                 for splat in ("nearest", "linear"):
                     check_votes(probs, offsets, "cpu", splat=splat, threshold=0.3)
     finally:
@@ -201,7 +202,7 @@ def test_contiguous_and_strided_paths_agree(dtype):
 def test_float32_threshold_between_float32_values():
     """The contiguous float32 scan compares in float32 against the smallest float32 >= the
     threshold: values just below / at / above a threshold that float32 cannot hold."""
-    from numvox.votes._api import scan_threshold
+    from numvox.votes._cpu import scan_threshold
 
     thr = 0.1  # not a float32
     t = scan_threshold(thr, np.float32)
@@ -273,8 +274,8 @@ def test_half_contiguous_and_strided_paths_agree(monkeypatch, pdt, odt):
 def test_half_bit_threshold_is_exact_for_every_bit_pattern(dtype):
     """``lo <= bits <= hi`` decides exactly as ``float64(value) >= thr`` for all 65536 half
     values and thresholds at, between, below and above representable values."""
-    from numvox.votes._api import scan_threshold
     from numvox._shared.halfprec import half_code
+    from numvox.votes._cpu import scan_threshold
 
     code = half_code(dtype)
     bits = np.arange(65536, dtype=np.uint32).astype(np.uint16)
@@ -332,9 +333,9 @@ def test_balanced_split_matches_reference(monkeypatch):
     give the reference sums, for clustered votes and for every thread count."""
     import numba
 
-    from numvox.votes import _api
+    from numvox.votes import _cpu
 
-    monkeypatch.setattr(_api, "_PROFILE_VOXELS", 0)
+    monkeypatch.setattr(_cpu, "_PROFILE_VOXELS", 0)
     rng = np.random.default_rng(11)
     before = numba.get_num_threads()
     try:
@@ -351,7 +352,7 @@ def test_balanced_split_matches_reference(monkeypatch):
 
 
 def test_work_split_balances_votes():
-    from numvox.votes._api import work_split
+    from numvox.votes._cpu import work_split
 
     votes = np.zeros(100, np.int64)
     votes[10:20] = 10_000  # the vote-heavy rows: both chunks get half of them
@@ -365,7 +366,7 @@ def test_work_split_balances_votes():
 
 
 def test_work_split_memory_bound():
-    from numvox.votes._api import work_split
+    from numvox.votes._cpu import work_split
 
     for B in range(1, 4):
         for X in (1, 2, 7, 300):
@@ -515,6 +516,52 @@ def test_bad_inputs():
         numvox.heatmap_peaks(h[0])
     with pytest.raises(TypeError, match="heatmaps has dtype"):
         numvox.heatmap_peaks(h.astype(object))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_cpu_and_cuda_agree(cuda_backend, dtype):
+    """The CPU and CUDA kernels give identical heatmaps and peaks, both splats and layouts,
+    on dyadic probabilities and offsets (every float32 sum exact, so the order of the CUDA
+    atomics cannot show)."""
+    rng = np.random.default_rng(23)
+    shape, L = ((3, 4, 5) if SIMULATED else (17, 18, 19)), 2
+    probs = (rng.integers(0, 9, shape + (L + 1,)) / 8).astype(dtype)
+    offsets = (rng.integers(-12, 13, shape + (3 * L,)) / 4).astype(dtype)
+    for splat in ("nearest", "linear"):
+        for layout in ("axis-major", "landmark-major"):
+            kw = dict(threshold=0.5, splat=splat, offset_layout=layout)
+            heat = np.asarray(numvox.aggregate_votes(probs, offsets, backend="cpu", **kw))
+            np.testing.assert_array_equal(
+                np.asarray(numvox.aggregate_votes(probs, offsets, backend=cuda_backend, **kw)), heat)
+            cpu_c, cpu_v = numvox.heatmap_peaks(heat, radius=1, backend="cpu")
+            cuda_c, cuda_v = numvox.heatmap_peaks(heat, radius=1, backend=cuda_backend)
+            np.testing.assert_array_equal(np.asarray(cuda_v), cpu_v)
+            np.testing.assert_allclose(np.asarray(cuda_c), cpu_c, rtol=1e-12, atol=0)
+
+
+def test_ops_output_specs_match_results():
+    """``OPS``: the output rules give the run-time shapes for known shapes and keep ``None``
+    for unknown sizes and ranks."""
+    from numvox.votes import OPS
+
+    ops = {spec.name: spec for spec in OPS}
+    assert ops["aggregate_votes"].arrays == ("probs", "offsets")
+    assert ops["heatmap_peaks"].arrays == ("heatmaps",)
+    votes, peaks = ops["aggregate_votes"].output_specs, ops["heatmap_peaks"].output_specs
+    probs, offsets = np.zeros((2, 3, 4, 5, 3), np.float32), np.zeros((2, 3, 4, 5, 6), np.float32)
+    heat = numvox.aggregate_votes(probs, offsets)
+    dtypes = {"probs": probs.dtype, "offsets": offsets.dtype}
+    assert votes({"probs": list(probs.shape), "offsets": list(offsets.shape)}, dtypes, {}) == [
+        (list(heat.shape), heat.dtype.type)]
+    coords, values = numvox.heatmap_peaks(heat)
+    assert peaks({"heatmaps": list(heat.shape)}, {"heatmaps": heat.dtype}, {}) == [
+        (list(coords.shape), np.float64), (list(values.shape), np.float64)]
+    assert votes({"probs": [None, 4, None, 3], "offsets": None}, dtypes, {}) == [([2, None, 4, None], np.float32)]
+    assert votes({"probs": [8, 8, 8, None], "offsets": None}, dtypes, {}) == [([None, 8, 8, 8], np.float32)]
+    assert votes({"probs": None, "offsets": None}, dtypes, {}) == [(None, np.float32)]
+    assert peaks({"heatmaps": [None, 2, 5, 5, 5]}, {}, {}) == [([None, 2, 3], np.float64), ([None, 2], np.float64)]
+    assert peaks({"heatmaps": None}, {}, {}) == [(None, np.float64), (None, np.float64)]
 
 
 def test_tensorflow_in_tensorflow_out():

@@ -19,12 +19,16 @@ import math
 import numpy as np
 from numba import cuda
 
+from .._shared._cuda_support import kernel_factory, launch_1d
 from .._shared.backend import cuda_simulated
 from .._shared.halfprec import cuda_loaders
-from ._splat import linear_cell
+from ._splat import channels, corner, in_reach, linear_cell
 
 _load_f32, _load_f64 = cuda_loaders()
+_channels = cuda.jit(device=True, inline=True)(channels)
+_in_reach = cuda.jit(device=True, inline=True)(in_reach)
 _linear_cell = cuda.jit(device=True, inline=True)(linear_cell)
+_corner = cuda.jit(device=True, inline=True)(corner)
 
 
 def _sim_input(a):
@@ -32,13 +36,6 @@ def _sim_input(a):
     contiguous, writeable host buffers: give it a copy (simulator only; on a GPU the
     arrays are device arrays already)."""
     return np.array(a, order="C", copy=True) if isinstance(a, np.ndarray) else a
-
-
-def _launch_shape(n):
-    if cuda_simulated():
-        return max(1, min(2, (n + 31) // 32)), 32
-    threads = 256
-    return max(1, min((n + threads - 1) // threads, 65535 * 8)), threads
 
 
 @cuda.jit
@@ -59,18 +56,11 @@ def _aggregate_kernel(P, pcode, O, ocode, thr, L, landmark_major, linear, out):
             p = _load_f64(P, (b, x, y, z, l + 1), pcode)
             if not (p >= thr):  # NaN never votes
                 continue
-            if landmark_major:
-                ox = _load_f64(O, (b, x, y, z, 3 * l), ocode)
-                oy = _load_f64(O, (b, x, y, z, 3 * l + 1), ocode)
-                oz = _load_f64(O, (b, x, y, z, 3 * l + 2), ocode)
-            else:
-                ox = _load_f64(O, (b, x, y, z, l), ocode)
-                oy = _load_f64(O, (b, x, y, z, L + l), ocode)
-                oz = _load_f64(O, (b, x, y, z, 2 * L + l), ocode)
-            tx = x + ox
-            ty = y + oy
-            tz = z + oz
-            if not (tx > -1.0 and tx < fX and ty > -1.0 and ty < fY and tz > -1.0 and tz < fZ):
+            cx, cy, cz = _channels(l, L, landmark_major)
+            tx = x + _load_f64(O, (b, x, y, z, cx), ocode)
+            ty = y + _load_f64(O, (b, x, y, z, cy), ocode)
+            tz = z + _load_f64(O, (b, x, y, z, cz), ocode)
+            if not _in_reach(tx, ty, tz, fX, fY, fZ):
                 continue
             if not linear:
                 ix = int(math.floor(tx + 0.5))
@@ -81,27 +71,26 @@ def _aggregate_kernel(P, pcode, O, ocode, thr, L, landmark_major, linear, out):
             else:
                 ix0, iy0, iz0, wx1, wy1, wz1 = _linear_cell(tx, ty, tz)
                 for dx in range(2):
-                    ix = ix0 + dx
+                    ix, wx = _corner(ix0, wx1, dx)
                     if ix < 0 or ix >= X:
                         continue
-                    wx = wx1 if dx else 1.0 - wx1
                     for dy in range(2):
-                        iy = iy0 + dy
+                        iy, wy = _corner(iy0, wy1, dy)
                         if iy < 0 or iy >= Y:
                             continue
-                        wxy = wx * (wy1 if dy else 1.0 - wy1)
+                        wxy = wx * wy
                         for dz in range(2):
-                            iz = iz0 + dz
+                            iz, wz = _corner(iz0, wz1, dz)
                             if iz < 0 or iz >= Z:
                                 continue
-                            w = wxy * (wz1 if dz else 1.0 - wz1)
-                            cuda.atomic.add(out, (b, l, ix, iy, iz), np.float32(p * w))
+                            cuda.atomic.add(out, (b, l, ix, iy, iz), np.float32(p * (wxy * wz)))
 
 
 def aggregate_cuda(P, pcode, O, ocode, thr, L, landmark_major, linear, out5):
     """Launch the scatter; ``out5`` (B, L, X, Y, Z) float32 is zero on entry."""
     n = int(np.prod(P.shape[:4]))
-    blocks, threads = _launch_shape(n)
+    # the simulator runs every thread in Python: at most two blocks of 32 there
+    blocks, threads = launch_1d(n, threads=32, max_blocks=2) if cuda_simulated() else launch_1d(n)
     P, O = _sim_input(P), _sim_input(O)
     _aggregate_kernel[blocks, threads](
         P, np.int64(pcode), O, np.int64(ocode), np.float64(thr), np.int64(L), bool(landmark_major),
@@ -112,13 +101,9 @@ def aggregate_cuda(P, pcode, O, ocode, thr, L, landmark_major, linear, out5):
 
 
 # ------------------------------------------------------------------------- peaks -------
-_PEAK_KERNELS = {}
-
-
+@kernel_factory
 def _peak_kernels(threads):
     """(partial arg-max kernel, finishing kernel) for blocks of ``threads`` threads."""
-    if threads in _PEAK_KERNELS:
-        return _PEAK_KERNELS[threads]
     T = threads
 
     @cuda.jit(device=True, inline=True)
@@ -145,7 +130,7 @@ def _peak_kernels(threads):
     def partial_argmax(H, code, pvals, pidx):
         sval = cuda.shared.array(T, np.float64)
         sidx = cuda.shared.array(T, np.int64)
-        B, L, X, Y, Z = H.shape[0], H.shape[1], H.shape[2], H.shape[3], H.shape[4]
+        L, X, Y, Z = H.shape[1], H.shape[2], H.shape[3], H.shape[4]
         n = cuda.blockIdx.y
         b = n // L
         l = n - b * L
@@ -174,7 +159,7 @@ def _peak_kernels(threads):
     def finish(H, code, pvals, pidx, radius, coords, values):
         sval = cuda.shared.array(T, np.float64)
         sidx = cuda.shared.array(T, np.int64)
-        B, L, X, Y, Z = H.shape[0], H.shape[1], H.shape[2], H.shape[3], H.shape[4]
+        L, X, Y, Z = H.shape[1], H.shape[2], H.shape[3], H.shape[4]
         n = cuda.blockIdx.x
         b = n // L
         l = n - b * L
@@ -220,8 +205,7 @@ def _peak_kernels(threads):
                     coords[n, 1] = sy / sw
                     coords[n, 2] = sz / sw
 
-    _PEAK_KERNELS[threads] = (partial_argmax, finish)
-    return _PEAK_KERNELS[threads]
+    return partial_argmax, finish
 
 
 def peaks_cuda(H, code, radius, coords, values):

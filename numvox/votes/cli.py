@@ -1,5 +1,7 @@
 """``numvox votes PROBS.npy OFFSETS.npy -o HEATMAPS.npy [--peaks peaks.csv]``."""
 
+from ._rules import LAYOUTS, SPLATS
+
 
 def register(subparsers):
     p = subparsers.add_parser(
@@ -12,11 +14,12 @@ def register(subparsers):
     )
     p.add_argument("probs", metavar="PROBS", help=".npy/.npz file, (X, Y, Z, L+1) or (B, X, Y, Z, L+1)")
     p.add_argument("offsets", metavar="OFFSETS", help=".npy/.npz file, (X, Y, Z, 3L) or (B, X, Y, Z, 3L)")
-    p.add_argument("-o", "--output", required=True, metavar="HEATMAPS", help="output .npy/.npz, float32 (L, X, Y, Z) or (B, L, X, Y, Z)")
+    p.add_argument("-o", "--output", required=True, metavar="HEATMAPS",
+                   help="output .npy/.npz, float32 (L, X, Y, Z) or (B, L, X, Y, Z)")
     p.add_argument("--threshold", type=float, default=0.5, help="minimum probability of a vote (default 0.5)")
-    p.add_argument("--splat", choices=("nearest", "linear"), default="nearest", help="default nearest")
+    p.add_argument("--splat", choices=SPLATS, default="nearest", help="default nearest")
     p.add_argument(
-        "--offset-layout", choices=("axis-major", "landmark-major"), default="axis-major",
+        "--offset-layout", choices=LAYOUTS, default="axis-major",
         help="channel order of OFFSETS (default axis-major: offsets[..., a*L + l])",
     )
     p.add_argument("--peaks", metavar="CSV", help="also write the peaks: batch,landmark,x,y,z,value")

@@ -1,4 +1,5 @@
-"""Dask driver of :func:`numvox.aggregate_votes`.
+"""Dask driver of :func:`numvox.aggregate_votes` (exported as ``aggregate_votes_dask``,
+re-exported as :func:`numvox.dask.aggregate_votes`).
 
 Votes may land anywhere in the volume, so an output chunk can receive votes from any input
 chunk.  Two plans:
@@ -18,7 +19,9 @@ chunk.  Two plans:
   chunk plus a halo of ``ceil(R) + 1`` voxels, like ``map_overlap``; a vote breaking the
   promise raises ValueError instead of being lost.  Linear in the number of chunks.
 
-Both accumulate in float64 and round once to float32; the in-memory call accumulates in
+The blocks run :func:`numvox.votes._cpu.block_votes`, which reads, thresholds and lands votes
+with the helpers of the in-memory CPU kernel (the landing rule of :mod:`numvox.votes._splat`).
+Both plans accumulate in float64 and round once to float32; the in-memory call accumulates in
 float32 in an order that depends on its thread split.  The results are therefore equal
 wherever the float32 sums are exact (e.g. probabilities with few significant bits) and
 otherwise agree to float32 rounding of the sums (relative 1e-6 of the vote mass).
@@ -28,15 +31,11 @@ import math
 
 import numpy as np
 
-from numvox._shared.halfprec import kernel_view
-from numvox._shared.validate import check_choice, check_number
-
-from numvox.votes._api import check_vote_inputs
-
-from ._common import as_dask, assemble, bounds, dask_array, drop_empty_chunks, store_out, to_host
-
-SPLATS = ("nearest", "linear")
-LAYOUTS = ("axis-major", "landmark-major")
+from .._shared.arrays import to_host
+from .._shared.chunks import as_dask, assemble, bounds, dask_array, drop_empty_chunks, store_out
+from .._shared.halfprec import kernel_view
+from .._shared.validate import check_choice, check_number
+from ._rules import LAYOUTS, SPLATS, check_vote_inputs, known_shape, votes_output_specs
 
 
 def _min_chunks(chunks, h):
@@ -55,8 +54,8 @@ def _min_chunks(chunks, h):
     return tuple(out)
 
 
-def aggregate_votes(probs, offsets, *, threshold=0.5, splat="nearest", offset_layout="axis-major", out=None,
-                    backend=None, max_offset=None, split_every=8):
+def aggregate_votes_dask(probs, offsets, *, threshold=0.5, splat="nearest", offset_layout="axis-major",
+                         out=None, backend=None, max_offset=None, split_every=8):
     """Vote heatmaps of Dask ``probs`` / ``offsets`` (lazy; see the module notes).
 
     Parameters
@@ -104,9 +103,11 @@ def aggregate_votes(probs, offsets, *, threshold=0.5, splat="nearest", offset_la
         P = P.rechunk(tuple([P.chunks[0]] + [_min_chunks(P.chunks[a], h) for a in (1, 2, 3)] + [P.chunks[4]]))
     O = O.rechunk(P.chunks[:4] + (O.shape[4],))
     shape = tuple(int(s) for s in P.shape[:4])
+    [(out_shape, dtype)] = votes_output_specs({"probs": known_shape(P), "offsets": known_shape(O)},
+                                              {"probs": P.dtype, "offsets": O.dtype}, {})
     out_chunks = (P.chunks[0], (L,), P.chunks[1], P.chunks[2], P.chunks[3])
     if P.size == 0 or O.size == 0:
-        res = da.zeros((shape[0], L) + shape[1:], dtype=np.float32, chunks=out_chunks)
+        res = da.zeros(tuple(out_shape), dtype=dtype, chunks=out_chunks)
     else:
         kw = dict(thr=thr, L=L, landmark_major=offset_layout == "landmark-major", linear=splat == "linear",
                   shape=shape[1:])
@@ -121,7 +122,7 @@ def aggregate_votes(probs, offsets, *, threshold=0.5, splat="nearest", offset_la
 
 # -- halo plan -----------------------------------------------------------------------------
 def _halo_block(pb, ob, origin, core_lo, core_hi, max_offset, kw):
-    from ._kernels import scatter_dense
+    from ._cpu import scatter_dense
 
     Pk, pcode = kernel_view(np.ascontiguousarray(to_host(pb)))  # one compiled layout (chunk-sized copy at most)
     Ok, ocode = kernel_view(np.ascontiguousarray(to_host(ob)))
@@ -158,7 +159,7 @@ def _halo_plan(P, O, out_chunks, h, max_offset, kw):
 # -- scatter plan --------------------------------------------------------------------------
 def _scatter_block(pb, ob, origin, out_bnds, kw):
     """Sparse partials of one input block, by destination block: {loc: (flat, values)}."""
-    from ._kernels import scatter_sparse
+    from ._cpu import scatter_sparse
 
     Pk, pcode = kernel_view(np.ascontiguousarray(to_host(pb)))
     Ok, ocode = kernel_view(np.ascontiguousarray(to_host(ob)))
