@@ -2,15 +2,14 @@
 
 import numpy as np
 import pytest
+from conftest import SIMULATED
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-
-import numvox
-from conftest import SIMULATED
 from reference import ref_pac, ref_pads
 
+import numvox
 
-# -- independent float64 reference (plain loops over output positions and taps) ----------
+
 # -- strategies -----------------------------------------------------------------------------
 @st.composite
 def problems(draw, small=False):
@@ -355,3 +354,58 @@ def test_cuda_small_tiles_and_channel_chunks(cuda_backend, monkeypatch):
         got = numvox.pac_conv(x, f, w, b, **kw(p, cuda_backend))
         close(got, ref_pac(x, f, w, b, stride, padding, 1, True), 1e-9)
         directional_checks({**p, "N": 1}, cuda_backend, 1e-6)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-10), (np.float32, 1e-4)])
+def test_cuda_matches_cpu(cuda_backend, dtype, rtol):
+    """Forward and backward of the CUDA kernels against the CPU kernels on the same inputs
+    (2-D with stride and dilation, 3-D with even kernel sizes)."""
+    for p in (
+        dict(d=2, S=(6, 5), ks=(3, 2), stride=(1, 2), dil=(2, 1), padding="same", N=1, C=2, F=2, O=3,
+             normalize=True, use_bias=True, seed=21),
+        dict(d=3, S=(3, 4, 4), ks=(2, 3, 2), stride=1, dil=1, padding=1, N=1, C=2, F=1, O=2,
+             normalize=False, use_bias=False, seed=22),
+    ):
+        x, f, w, b = (None if a is None else a.astype(dtype) for a in make(p))
+        cpu = numvox.pac_conv(x, f, w, b, **kw(p, "cpu"))
+        gpu = numvox.pac_conv(x, f, w, b, **kw(p, cuda_backend))
+        assert gpu.dtype == cpu.dtype == dtype and gpu.shape == cpu.shape
+        close(np.asarray(gpu), cpu, rtol)
+        R = np.random.default_rng(p["seed"]).standard_normal(cpu.shape).astype(dtype)
+        for g_cpu, g_gpu in zip(numvox.pac_conv_backward(R, x, f, w, **kw(p, "cpu")),
+                                numvox.pac_conv_backward(R, x, f, w, **kw(p, cuda_backend))):
+            assert g_gpu.dtype == g_cpu.dtype == dtype and g_gpu.shape == g_cpu.shape
+            close(np.asarray(g_gpu), g_cpu, rtol)
+
+
+# -- shape rules (OPS) --------------------------------------------------------------------------
+def test_output_shape_and_ops_specs():
+    from numvox.pac import OPS, output_shape
+
+    assert output_shape([2, 9, 7, 3], (3, 3), 2, "same", 1, 4) == [2, 5, 4, 4]
+    assert output_shape([None, None, 7, 3], (3, 3), 1, "valid", (1, 2), None) == [None, None, 3, None]
+    assert output_shape([1, 5, 6, 7, 2], (3, None, 2), 1, 1, 1, 8) == [1, 5, None, 8, 8]
+    assert output_shape(None, (3, 3)) is None
+    with pytest.raises(ValueError, match="kernel larger"):
+        output_shape([1, 2, 8, 1], (5, 5), padding="valid")
+    fwd, bwd = OPS
+    assert (fwd.name, fwd.function, fwd.arrays) == ("pac_conv", numvox.pac_conv, ("x", "guide", "weight", "bias"))
+    assert (bwd.name, bwd.function, bwd.arrays) == ("pac_conv_backward", numvox.pac_conv_backward,
+                                                    ("grad_out", "x", "guide", "weight"))
+    f32, f64 = np.dtype(np.float32), np.dtype(np.float64)
+    shapes = {"x": [2, None, 9, 3], "guide": [2, None, 9, 1], "weight": [3, 3, 3, 5], "bias": None}
+    dtypes = {"x": f32, "guide": np.dtype(np.float16), "weight": f32, "bias": f32}
+    assert fwd.output_specs(shapes, dtypes, {"stride": 2}) == [([2, None, 5, 5], f32)]
+    assert fwd.output_specs({**shapes, "x": None}, {**dtypes, "weight": f64}, {}) == [(None, f64)]
+    specs = bwd.output_specs({"grad_out": None, **shapes}, dtypes, {})
+    assert specs == [(shapes["x"], f32), (shapes["guide"], f32), (shapes["weight"], f32), ([5], f32)]
+    assert bwd.output_specs({"grad_out": None, **shapes, "weight": None}, dtypes, {})[3] == (None, f32)
+    # the runtime result has the rule's shape
+    rng = np.random.default_rng(3)
+    x, f, w = rng.standard_normal((1, 7, 6, 2)), rng.standard_normal((1, 7, 6, 1)), rng.standard_normal((2, 3, 2, 3))
+    for opts in ({}, {"stride": 2, "padding": "valid"}, {"dilation": (2, 1), "padding": (1, 0)}):
+        spec = fwd.output_specs({"x": list(x.shape), "guide": list(f.shape), "weight": list(w.shape), "bias": None},
+                                {"x": x.dtype, "guide": f.dtype, "weight": w.dtype, "bias": None}, opts)
+        out = numvox.pac_conv(x, f, w, **opts)
+        assert [(list(out.shape), out.dtype)] == spec

@@ -1,83 +1,26 @@
-"""Pixel-adaptive convolution (Su et al., CVPR 2019): public functions, checks, dispatch."""
+"""Pixel-adaptive convolution (Su et al., CVPR 2019): the public functions, their dispatch to
+the CPU (:mod:`._cpu`) and CUDA (:mod:`._cuda`) kernels, and ``OPS``.  Checks, geometry and
+output shapes come from :mod:`._rules`."""
 
 import numpy as np
 
 from .._shared.arrays import Call
 from .._shared.halfprec import kernel_view
-from .._shared.validate import as_int_tuple, check_choice, check_real_dtype
+from .._shared.ops import OpSpec
+from ._rules import (
+    check_inputs,
+    check_options,
+    geometry,
+    output_shape,
+    pac_backward_output_specs,
+    pac_output_specs,
+    result_dtype,
+)
 
-KERNELS = ("gaussian",)
+__all__ = ["OPS", "output_shape", "pac_conv", "pac_conv_backward"]
 
 
 # -- argument handling --------------------------------------------------------------------
-def _is_f64(*arrays):
-    return any(a is not None and np.dtype(a.dtype) == np.float64 for a in arrays)
-
-
-def _check_inputs(x, guide, weight, bias, grad_out=None):
-    """Shapes and dtypes; returns the number of spatial axes d (2 or 3)."""
-    for a, name in ((x, "x"), (guide, "guide"), (weight, "weight"), (bias, "bias"), (grad_out, "grad_out")):
-        if a is not None:
-            check_real_dtype(a, name, allow_int=False)
-    if len(weight.shape) not in (4, 5):
-        raise ValueError(
-            f"weight has shape {tuple(weight.shape)}; expected (kh, kw, C, O) for 2-D or "
-            f"(kd, kh, kw, C, O) for 3-D (TensorFlow's filter layout)"
-        )
-    d = len(weight.shape) - 2
-    for a, name, last in ((x, "x", "C"), (guide, "guide", "F")):
-        if len(a.shape) != d + 2:
-            raise ValueError(
-                f"{name} has shape {tuple(a.shape)}; a {d}-D weight {tuple(weight.shape)} needs "
-                f"{name} of shape (N, {', '.join('HW' if d == 2 else 'DHW')}, {last}) ({d + 2}-D)"
-            )
-    if tuple(x.shape[:-1]) != tuple(guide.shape[:-1]):
-        raise ValueError(
-            f"x and guide must agree in batch and spatial size: x has {tuple(x.shape)}, "
-            f"guide has {tuple(guide.shape)}"
-        )
-    if x.shape[-1] != weight.shape[-2]:
-        raise ValueError(
-            f"weight has {weight.shape[-2]} input channels (shape {tuple(weight.shape)}) but x has "
-            f"{x.shape[-1]} (shape {tuple(x.shape)})"
-        )
-    if any(k < 1 for k in weight.shape[:d]):
-        raise ValueError(f"weight has an empty kernel axis: shape {tuple(weight.shape)}")
-    if bias is not None and tuple(bias.shape) != (weight.shape[-1],):
-        raise ValueError(f"bias has shape {tuple(bias.shape)}; expected ({weight.shape[-1]},) (O of weight)")
-    return d
-
-
-def geometry(spatial, ksize, stride, padding, dilation):
-    """``(stride, pad_lo, dilation, out_spatial)`` as tuples of ints, checked.
-
-    ``padding="same"`` pads ``(k-1)*dilation//2`` before and the rest of ``(k-1)*dilation``
-    after, so that the output has the input's size at stride 1 (for odd ``k`` both sides get
-    ``(k-1)*dilation//2``).  ``"valid"`` pads nothing; an int or per-axis ints pad both sides.
-    """
-    d = len(ksize)
-    stride = as_int_tuple(stride, d, "stride", minimum=1)
-    dilation = as_int_tuple(dilation, d, "dilation", minimum=1)
-    extent = tuple(dl * (k - 1) + 1 for k, dl in zip(ksize, dilation))
-    if isinstance(padding, str):
-        mode = check_choice(padding.lower(), "padding", ("same", "valid"))
-        if mode == "valid":
-            lo = hi = (0,) * d
-        else:
-            lo = tuple((e - 1) // 2 for e in extent)
-            hi = tuple(e - 1 - p for e, p in zip(extent, lo))
-    else:
-        lo = hi = as_int_tuple(padding, d, "padding", minimum=0)
-    padded = tuple(s + a + b for s, a, b in zip(spatial, lo, hi))
-    if any(p < e for p, e in zip(padded, extent)):
-        raise ValueError(
-            f"kernel larger than the padded input: the dilated kernel spans {extent} but the "
-            f"padded input is {padded} (input {tuple(spatial)}, padding {padding!r})"
-        )
-    out = tuple((p - e) // s + 1 for p, e, s in zip(padded, extent, stride))
-    return stride, lo, dilation, out
-
-
 def _embed(a, d):
     """A 3-D view of a 2-D problem (a size-1 leading spatial axis)."""
     if d == 3:
@@ -114,14 +57,14 @@ def _check_finite(call, arrays):
 def _prepare(call, names, stride, padding, dilation, kernel, normalize):
     x, guide, weight, bias = (call[n] if n else None for n in names)
     grad_out = call["grad_out"] if "grad_out" in call.arrays else None
-    check_choice(kernel, "kernel", KERNELS)
-    if not isinstance(normalize, (bool, np.bool_)):
-        raise TypeError(f"normalize must be True or False; got {normalize!r}")
-    d = _check_inputs(x, guide, weight, bias, grad_out)
+    check_options(kernel, normalize)
+    d = check_inputs(x, guide, weight, bias, grad_out)
     ksize = tuple(int(k) for k in weight.shape[:d])
-    stride, lo, dilation, out_sp = geometry(tuple(x.shape[1:-1]), ksize, stride, padding, dilation)
-    dtype = np.float64 if _is_f64(x, guide, weight, bias, grad_out) else np.float32
     N, C, F, O = int(x.shape[0]), int(x.shape[-1]), int(guide.shape[-1]), int(weight.shape[-1])
+    out_shape = tuple(output_shape(x.shape, ksize, stride, padding, dilation, O))
+    stride, lo, dilation, _ = geometry(tuple(x.shape[1:-1]), ksize, stride, padding, dilation)
+    dtype = result_dtype(*(a.dtype for a in (x, guide, weight, bias, grad_out) if a is not None))
+    out_sp = out_shape[1:-1]
     pad3 = (lambda t, fill: (fill,) + tuple(t) if d == 2 else tuple(t))
     geo = dict(
         d=d,
@@ -130,9 +73,9 @@ def _prepare(call, names, stride, padding, dilation, kernel, normalize):
         st=np.array(pad3(stride, 1), np.int64),
         lo=np.array(pad3(lo, 0), np.int64),
         dl=np.array(pad3(dilation, 1), np.int64),
-        out_sp=out_sp,
+        out_shape=out_shape,
         out3=pad3(out_sp, 1),
-        dtype=np.dtype(dtype),
+        dtype=dtype,
     )
     T = int(np.prod(geo["ks"]))
     geo["T"] = T
@@ -196,7 +139,7 @@ def pac_conv(x, guide, weight, bias=None, *, stride=1, padding="same", dilation=
     >>> numvox.pac_conv(x, f, w, normalize=True)[0, 4, 4]  # constant guide: a mean filter
     array([2., 2., 2., 2.])
     """
-    call = Call(backend, x=x, guide=guide, weight=weight, bias=bias)
+    call = Call(backend, optional=("bias",), x=x, guide=guide, weight=weight, bias=bias)
     geo, x5, g5, w3, b = _prepare(call, ("x", "guide", "weight", "bias"), stride, padding, dilation,
                                   kernel, normalize)
     N, O = geo["N"], geo["O"]
@@ -222,8 +165,7 @@ def pac_conv(x, guide, weight, bias=None, *, stride=1, padding="same", dilation=
             from ._cuda import forward
 
             forward(call, xv, xc, gv, gc, w3, bias_arr, b is not None, geo, bool(normalize), res)
-    out_shape = (N,) + geo["out_sp"] + (O,)
-    return call.wrap(res.reshape(out_shape))
+    return call.wrap(res.reshape(geo["out_shape"]))
 
 
 def _zeros_like_backend(call, shape, dtype):
@@ -272,8 +214,8 @@ def pac_conv_backward(grad_out, x, guide, weight, *, stride=1, padding="same", d
     geo, x5, g5, w3, _ = _prepare(call, ("x", "guide", "weight", None), stride, padding, dilation,
                                   kernel, normalize)
     go = call["grad_out"]
-    N, C, F, O, T = geo["N"], geo["C"], geo["F"], geo["O"], geo["T"]
-    expected = (N,) + geo["out_sp"] + (O,)
+    C, O, T = geo["C"], geo["O"], geo["T"]
+    expected = geo["out_shape"]
     if tuple(go.shape) != expected:
         raise ValueError(f"grad_out has shape {tuple(go.shape)}; expected the output's shape {expected}")
     go5 = _embed(go, geo["d"])
@@ -311,3 +253,9 @@ def pac_conv_backward(grad_out, x, guide, weight, *, stride=1, padding="same", d
     gg = gg.reshape(tuple(call["guide"].shape))
     gw = gw.reshape(tuple(call["weight"].shape))
     return call.wrap((gx, gg, gw, gb))
+
+
+OPS = (
+    OpSpec("pac_conv", pac_conv, ("x", "guide", "weight", "bias"), pac_output_specs),
+    OpSpec("pac_conv_backward", pac_conv_backward, ("grad_out", "x", "guide", "weight"), pac_backward_output_specs),
+)

@@ -27,7 +27,6 @@ from numba import from_dtype, get_num_threads, get_thread_id, njit, prange, type
 
 from .._shared.halfprec import load_f64
 
-
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
 
@@ -117,6 +116,13 @@ PB = 32  # output positions per block (the GEMM's M)
 
 
 @njit(inline="always", cache=True)
+def _buffer_width(W, Wo, ks, st, lo, dl):
+    """Columns of the guide-row buffer (:func:`_guide_rows`): the image row after the low
+    padding, or the span of the output row's windows if that reaches further."""
+    return max(W + lo[2], (Wo - 1) * st[2] + (ks[2] - 1) * dl[2] + 1)
+
+
+@njit(inline="always", cache=True)
 def _window_norms(Kb, T, nb, normalize, inv):
     """``inv[j]`` for the ``nb`` windows of a block: with ``normalize`` one over the sum of
     window ``j``'s kernel values ``Kb[:, j]`` (0 where that sum is 0), else 1."""
@@ -130,6 +136,43 @@ def _window_norms(Kb, T, nb, normalize, inv):
             inv[j] = 1.0 / inv[j] if inv[j] > 0.0 else 0.0
 
 
+@njit(inline="always", cache=True)
+def _gather_window(x, xc, n, z0, y0, x0, ks, dl, Kb, j, iv, weighted, Z):
+    """Row ``Z[j]`` (``T*C`` values, tap-major): the input window whose first tap is at
+    ``(z0, y0, x0)``, 0 outside the image; with ``weighted`` each tap's channels are scaled
+    by its normalised kernel value ``Kb[t, j] * iv``."""
+    D, H, W, C = x.shape[1], x.shape[2], x.shape[3], x.shape[4]
+    t = 0
+    for a in range(ks[0]):
+        z = z0 + a * dl[0]
+        for bb in range(ks[1]):
+            y = y0 + bb * dl[1]
+            rin = 0 <= z < D and 0 <= y < H
+            for cc in range(ks[2]):
+                xx = x0 + cc * dl[2]
+                zrow = Z[j, t * C:(t + 1) * C]
+                if rin and 0 <= xx < W:
+                    xrow = x[n, z, y, xx]
+                    if weighted:
+                        kt = Kb[t, j] * iv
+                        if xc == 0:
+                            for c in range(C):
+                                zrow[c] = kt * xrow[c]
+                        else:
+                            for c in range(C):
+                                zrow[c] = kt * load_f64(xrow, c, xc)
+                    elif xc == 0:
+                        for c in range(C):
+                            zrow[c] = xrow[c]
+                    else:
+                        for c in range(C):
+                            zrow[c] = load_f64(xrow, c, xc)
+                else:
+                    for c in range(C):
+                        zrow[c] = 0.0
+                t += 1
+
+
 def _pac_forward(x, xc, g, gc, w, b, has_bias, ks, st, lo, dl, normalize, out):
     N, D, H, W, C = x.shape
     F = g.shape[4]
@@ -140,7 +183,7 @@ def _pac_forward(x, xc, g, gc, w, b, has_bias, ks, st, lo, dl, normalize, out):
     fast = out.itemsize == 4  # float32: vectorised fast exp
     s2 = st[2]
     lo2 = lo[2]
-    Wp = max(W + lo2, (Wo - 1) * s2 + (ks[2] - 1) * dl[2] + 1)
+    Wp = _buffer_width(W, Wo, ks, st, lo, dl)
     R = ks[0] * ks[1]
     rows = N * Do * Ho
     for r in prange(rows):
@@ -162,35 +205,98 @@ def _pac_forward(x, xc, g, gc, w, b, has_bias, ks, st, lo, dl, normalize, out):
             _block_kernel(gb, vb, ks, dl, s2, ow0, nb, F, fast, Kb, dist, ei)
             _window_norms(Kb, T, nb, normalize, inv)
             for j in range(nb):
-                x0 = (ow0 + j) * s2 - lo2
-                iv = inv[j]
-                t = 0
-                for a in range(ks[0]):
-                    z = z0 + a * dl[0]
-                    for bb in range(ks[1]):
-                        y = y0 + bb * dl[1]
-                        rin = 0 <= z < D and 0 <= y < H
-                        for cc in range(ks[2]):
-                            xx = x0 + cc * dl[2]
-                            zrow = Z[j, t * C:(t + 1) * C]
-                            if rin and 0 <= xx < W:
-                                kt = Kb[t, j] * iv
-                                xrow = x[n, z, y, xx]
-                                if xc == 0:
-                                    for c in range(C):
-                                        zrow[c] = kt * xrow[c]
-                                else:
-                                    for c in range(C):
-                                        zrow[c] = kt * load_f64(xrow, c, xc)
-                            else:
-                                for c in range(C):
-                                    zrow[c] = 0.0
-                            t += 1
+                _gather_window(x, xc, n, z0, y0, (ow0 + j) * s2 - lo2, ks, dl, Kb, j, inv[j], True, Z)
             res = np.dot(Z[:nb], w2)  # (nb, T*C) @ (T*C, O): a small GEMM
             for j in range(nb):
                 orow = out[n, od, oh, ow0 + j]
                 for o in range(O):
                     orow[o] = res[j, o] + b[o] if has_bias else res[j, o]
+
+
+# -- backward pieces (one window j of a block each) ---------------------------------------
+@njit(inline="always", cache=True)
+def _grad_x_window(gx, n, z0, y0, x0, ks, dl, C, Kb, j, iv, V, X, Gt, kbuf):
+    """Scatter window ``j``'s input gradient ``K_t * iv * V[j]`` into ``gx``, set ``Gt[t]``
+    to ``dL/dK_t`` of the normalised kernel (``sum_c x * V``) and turn ``X[j]`` into the
+    K-weighted input (for the weight gradient).  Taps outside the image have ``K = 0``."""
+    t = 0
+    for a in range(ks[0]):
+        z = z0 + a * dl[0]
+        for bb in range(ks[1]):
+            y = y0 + bb * dl[1]
+            for cc in range(ks[2]):
+                xx = x0 + cc * dl[2]
+                kt = Kb[t, j]
+                gsum = 0.0
+                if kt != 0.0:
+                    kbuf[0] = kt * iv
+                    kn = kbuf[0]  # in the compute dtype
+                    gxrow = gx[n, z, y, xx]
+                    vr = V[j, t * C:(t + 1) * C]
+                    xr = X[j, t * C:(t + 1) * C]
+                    for c in range(C):
+                        v = vr[c]
+                        gxrow[c] += kn * v
+                        gsum += xr[c] * v
+                        xr[c] *= kn
+                else:  # K underflowed to 0 inside the image
+                    for c in range(C):
+                        X[j, t * C + c] = 0.0
+                Gt[t] = gsum
+                t += 1
+
+
+@njit(inline="always", cache=True)
+def _unnormalised_grad(Kb, j, iv, T, Gt):
+    """``Gt``: from ``dL/dK`` of the normalised kernel ``K * iv`` to ``dL/dK`` of the raw
+    kernel (the normaliser ``iv = 1 / sum K`` depends on every tap)."""
+    m = 0.0
+    for t in range(T):
+        m += Kb[t, j] * iv * Gt[t]
+    for t in range(T):
+        Gt[t] = (Gt[t] - m) * iv
+
+
+@njit(inline="always", cache=True)
+def _grad_guide_window(g, gc, gg, gb, n, z0, y0, x0, xcen, ks, dl, lo2, F, Kb, j, Gt, fc, cacc):
+    """Scatter window ``j``'s guide gradient into ``gg``: ``dK/df_q = K (f_c - f_q)`` at each
+    tap ``q`` and the opposite sum at the window centre ``c`` (if inside the image).
+    ``xcen`` is the centre's column in the guide-row buffer ``gb``."""
+    D, H, W = g.shape[1], g.shape[2], g.shape[3]
+    rc = (ks[0] // 2) * ks[1] + ks[1] // 2
+    for f in range(F):
+        fc[f] = gb[rc, f, xcen]  # 0 outside the image
+        cacc[f] = 0.0
+    t = 0
+    for a in range(ks[0]):
+        z = z0 + a * dl[0]
+        for bb in range(ks[1]):
+            y = y0 + bb * dl[1]
+            r = a * ks[1] + bb
+            for cc in range(ks[2]):
+                xx = x0 + cc * dl[2]
+                coef = Gt[t] * Kb[t, j]
+                if coef != 0.0:
+                    ggrow = gg[n, z, y, xx]
+                    if gc == 0:  # contiguous guide row
+                        grow = g[n, z, y, xx]
+                        for f in range(F):
+                            dlt = coef * (fc[f] - grow[f])
+                            ggrow[f] += dlt
+                            cacc[f] += dlt
+                    else:
+                        xi = xx + lo2
+                        for f in range(F):
+                            dlt = coef * (fc[f] - gb[r, f, xi])
+                            ggrow[f] += dlt
+                            cacc[f] += dlt
+                t += 1
+    cz = z0 + (ks[0] // 2) * dl[0]
+    cy = y0 + (ks[1] // 2) * dl[1]
+    cx = x0 + (ks[2] // 2) * dl[2]
+    if 0 <= cz < D and 0 <= cy < H and 0 <= cx < W:
+        for f in range(F):
+            gg[n, cz, cy, cx, f] -= cacc[f]
 
 
 def _pac_backward(go, gu, x, xc, g, gc, w, ks, st, lo, dl, normalize, nthreads, gx, gg, gw_part, gb_part):
@@ -213,9 +319,8 @@ def _pac_backward(go, gu, x, xc, g, gc, w, ks, st, lo, dl, normalize, nthreads, 
     fast = gx.itemsize == 4  # float32: vectorised fast exp
     s2 = st[2]
     lo2 = lo[2]
-    Wp = max(W + lo2, (Wo - 1) * s2 + (ks[2] - 1) * dl[2] + 1)
+    Wp = _buffer_width(W, Wo, ks, st, lo, dl)
     R = ks[0] * ks[1]
-    rc = (ks[0] // 2) * ks[1] + ks[1] // 2
     # race-free scatter: output rows in bands of L >= P rows (P*stride > a window's extent);
     # even bands in parallel, then odd bands, so that no two concurrent bands share input rows
     P = ((ks[1] - 1) * dl[1]) // st[1] + 1
@@ -242,10 +347,8 @@ def _pac_backward(go, gu, x, xc, g, gc, w, ks, st, lo, dl, normalize, nthreads, 
             cacc = np.empty(F, np.float64)
             for oh in range(band * L, min(Ho, (band + 1) * L)):
                 y0 = oh * st[1] - lo[1]
-                cy = y0 + (ks[1] // 2) * dl[1]
                 for od in range(Do):
                     z0 = od * st[0] - lo[0]
-                    cz = z0 + (ks[0] // 2) * dl[0]
                     _guide_rows(g, gc, n, z0, y0, ks, dl, lo2, D, H, W, F, gb, vb)
                     for ow0 in range(0, Wo, PB):
                         nb = min(PB, Wo - ow0)
@@ -253,101 +356,21 @@ def _pac_backward(go, gu, x, xc, g, gc, w, ks, st, lo, dl, normalize, nthreads, 
                         _block_kernel(gb, vb, ks, dl, s2, ow0, nb, F, fast, Kb, dist, ei)
                         _window_norms(Kb, T, nb, normalize, inv)
                         for j in range(nb):
-                            x0 = (ow0 + j) * s2 - lo2
                             for o in range(O):
                                 gval = load_f64(go, (n, od, oh, ow0 + j, o), gu)
                                 Gv[j, o] = gval
                                 gb_part[tid, o] += gval
-                            t = 0
-                            for a in range(ks[0]):
-                                z = z0 + a * dl[0]
-                                for bb in range(ks[1]):
-                                    y = y0 + bb * dl[1]
-                                    rin = 0 <= z < D and 0 <= y < H
-                                    for cc in range(ks[2]):
-                                        xx = x0 + cc * dl[2]
-                                        xr = X[j, t * C:(t + 1) * C]
-                                        if rin and 0 <= xx < W:
-                                            xrow = x[n, z, y, xx]
-                                            if xc == 0:
-                                                for c in range(C):
-                                                    xr[c] = xrow[c]
-                                            else:
-                                                for c in range(C):
-                                                    xr[c] = load_f64(xrow, c, xc)
-                                        else:
-                                            for c in range(C):
-                                                xr[c] = 0.0
-                                        t += 1
+                            _gather_window(x, xc, n, z0, y0, (ow0 + j) * s2 - lo2, ks, dl, Kb, j, 1.0, False, X)
                         V = np.dot(Gv[:nb], w2.T)  # (nb, T*C): sum_o W[t, c, o] g[o]
                         for j in range(nb):
                             x0 = (ow0 + j) * s2 - lo2
                             iv = inv[j]
-                            t = 0
-                            for a in range(ks[0]):
-                                z = z0 + a * dl[0]
-                                for bb in range(ks[1]):
-                                    y = y0 + bb * dl[1]
-                                    for cc in range(ks[2]):
-                                        xx = x0 + cc * dl[2]
-                                        kt = Kb[t, j]
-                                        gsum = 0.0
-                                        if kt != 0.0:
-                                            kbuf[0] = kt * iv
-                                            kn = kbuf[0]  # in the compute dtype
-                                            gxrow = gx[n, z, y, xx]
-                                            vr = V[j, t * C:(t + 1) * C]
-                                            xr = X[j, t * C:(t + 1) * C]
-                                            for c in range(C):
-                                                v = vr[c]
-                                                gxrow[c] += kn * v
-                                                gsum += xr[c] * v
-                                                xr[c] *= kn
-                                        else:  # K underflowed to 0 inside the image
-                                            for c in range(C):
-                                                X[j, t * C + c] = 0.0
-                                        Gt[t] = gsum
-                                        t += 1
-                            # dL/dK_t (before normalisation)
+                            _grad_x_window(gx, n, z0, y0, x0, ks, dl, C, Kb, j, iv, V, X, Gt, kbuf)
                             if normalize:
-                                m = 0.0
-                                for t in range(T):
-                                    m += Kb[t, j] * iv * Gt[t]
-                                for t in range(T):
-                                    Gt[t] = (Gt[t] - m) * iv
-                            cx = x0 + (ks[2] // 2) * dl[2]
-                            cin = 0 <= cz < D and 0 <= cy < H and 0 <= cx < W
+                                _unnormalised_grad(Kb, j, iv, T, Gt)
                             xcen = (ow0 + j) * s2 + (ks[2] // 2) * dl[2]  # guide-row buffer column
-                            for f in range(F):
-                                fc[f] = gb[rc, f, xcen]  # 0 outside the image
-                                cacc[f] = 0.0
-                            t = 0
-                            for a in range(ks[0]):
-                                z = z0 + a * dl[0]
-                                for bb in range(ks[1]):
-                                    y = y0 + bb * dl[1]
-                                    r = a * ks[1] + bb
-                                    for cc in range(ks[2]):
-                                        xx = x0 + cc * dl[2]
-                                        coef = Gt[t] * Kb[t, j]
-                                        if coef != 0.0:
-                                            ggrow = gg[n, z, y, xx]
-                                            if gc == 0:  # contiguous guide row
-                                                grow = g[n, z, y, xx]
-                                                for f in range(F):
-                                                    dlt = coef * (fc[f] - grow[f])
-                                                    ggrow[f] += dlt
-                                                    cacc[f] += dlt
-                                            else:
-                                                xi = xx + lo2
-                                                for f in range(F):
-                                                    dlt = coef * (fc[f] - gb[r, f, xi])
-                                                    ggrow[f] += dlt
-                                                    cacc[f] += dlt
-                                        t += 1
-                            if cin:
-                                for f in range(F):
-                                    gg[n, cz, cy, cx, f] -= cacc[f]
+                            _grad_guide_window(g, gc, gg, gb, n, z0, y0, x0, xcen, ks, dl, lo2, F, Kb, j, Gt,
+                                               fc, cacc)
                         gw2 += np.dot(X[:nb].T, Gv[:nb])  # (T*C, O): sum_j K_t x[q, c] g[o]
 
 

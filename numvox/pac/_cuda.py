@@ -12,75 +12,143 @@ before one atomic add per weight and block.
 Kernels work on the 3-D embedding (a 2-D problem has a leading spatial axis of size 1).
 """
 
-import functools
 import math
 
 import numpy as np
 from numba import cuda, float32, float64
 
+from .._shared._cuda_support import kernel_factory
 from .._shared.backend import cuda_simulated
 from .._shared.halfprec import cuda_loaders
 
 SHARED_BYTES = 48 * 1024  # static shared memory a block may use on every CUDA GPU
 
+# ``prm`` (int64[12]): kd kh kw | st0 st1 st2 (3..5) | lo0 lo1 lo2 (6..8) | dl0 dl1 dl2 (9..11)
 
-@functools.lru_cache(maxsize=None)
-def _kernels(double):
-    DT = float64 if double else float32
-    CAP = SHARED_BYTES // (8 if double else 4)
+
+# -- index arithmetic of a tile (no dtype dependence) ---------------------------------------
+@cuda.jit(device=True, inline=True)
+def _tile(prm, TH, TW, Do, Ho, Wo):
+    """This block's tile: image ``n``, output plane ``od``, tile row/column ``ty, tx``, the
+    input origin ``(z0, y0, x0)`` of its region and the region's extents ``RY, RX`` and
+    size ``R`` (positions)."""
+    nty = (Ho + TH - 1) // TH
+    ntx = (Wo + TW - 1) // TW
+    bid = cuda.blockIdx.x
+    tx = bid % ntx
+    rest = bid // ntx
+    ty = rest % nty
+    rest = rest // nty
+    od = rest % Do
+    n = rest // Do
+    RY = (TH - 1) * prm[4] + (prm[1] - 1) * prm[10] + 1
+    RX = (TW - 1) * prm[5] + (prm[2] - 1) * prm[11] + 1
+    R = ((prm[0] - 1) * prm[9] + 1) * RY * RX
+    z0 = od * prm[3] - prm[6]
+    y0 = ty * TH * prm[4] - prm[7]
+    x0 = tx * TW * prm[5] - prm[8]
+    return n, od, ty, tx, z0, y0, x0, RY, RX, R
+
+
+@cuda.jit(device=True, inline=True)
+def _out_position(p, ty, tx, TH, TW, Ho, Wo):
+    """Output row and column of tile position ``p`` and whether it is inside the output."""
+    oy = ty * TH + p // TW
+    ox = tx * TW + p % TW
+    return oy, ox, oy < Ho and ox < Wo
+
+
+@cuda.jit(device=True, inline=True)
+def _tap(p, t, TW, RY, RX, prm, z0, y0, x0):
+    """Tap ``t`` of tile position ``p``: its offset ``rq`` in the region, its input position
+    ``(z, y, xx)`` and the tile row/column ``py, px``."""
+    kh, kw = prm[1], prm[2]
+    py = p // TW
+    px = p % TW
+    ta = t // (kh * kw)
+    tb = (t // kw) % kh
+    tc = t % kw
+    rq = (ta * prm[9]) * RY * RX + (py * prm[4] + tb * prm[10]) * RX + (px * prm[5] + tc * prm[11])
+    z = z0 + ta * prm[9]
+    y = y0 + py * prm[4] + tb * prm[10]
+    xx = x0 + px * prm[5] + tc * prm[11]
+    return rq, z, y, xx, py, px
+
+
+@cuda.jit(device=True, inline=True)
+def _centre(p, TW, RY, RX, prm, z0, y0, x0):
+    """The window centre of tile position ``p``: its region offset and input position."""
+    py = p // TW
+    px = p % TW
+    rc = ((prm[0] // 2) * prm[9]) * RY * RX + (py * prm[4] + (prm[1] // 2) * prm[10]) * RX + (
+        px * prm[5] + (prm[2] // 2) * prm[11])
+    cz = z0 + (prm[0] // 2) * prm[9]
+    cy = y0 + py * prm[4] + (prm[1] // 2) * prm[10]
+    cx = x0 + px * prm[5] + (prm[2] // 2) * prm[11]
+    return rc, cz, cy, cx
+
+
+@cuda.jit(device=True, inline=True)
+def _inside(a, z, y, xx):
+    return 0 <= z < a.shape[1] and 0 <= y < a.shape[2] and 0 <= xx < a.shape[3]
+
+
+@cuda.jit(device=True, inline=True)
+def _window_inverse(sm, p, T, normalize):
+    """Normaliser of tile position ``p``'s kernel ``sm[p*T:(p+1)*T]``: with ``normalize``
+    one over its sum (0 where the sum is 0), else 1."""
+    inv = 1.0
+    if normalize:
+        s = 0.0
+        for t in range(T):
+            s += sm[p * T + t]
+        inv = 1.0 / s if s > 0 else 0.0
+    return inv
+
+
+def _shared_layout(double):
+    """``(dtype, capacity)`` of the block's shared-memory array."""
+    return (float64 if double else float32), SHARED_BYTES // (8 if double else 4)
+
+
+# -- device functions that read input arrays (specialised per compute dtype) ---------------
+@kernel_factory
+def _tile_loaders(double):
+    """``(load, load_region, build_kernels)`` for the compute dtype (float64 if ``double``)."""
     load32, load64 = cuda_loaders()
     load = load64 if double else load32
 
     @cuda.jit(device=True, inline=True)
-    def _tap_offsets(p, t, TW, RY, RX, prm):
-        # region offsets of tap t and of the window centre for tile position p
-        kh, kw = prm[1], prm[2]
-        py = p // TW
-        px = p % TW
-        ta = t // (kh * kw)
-        tb = (t // kw) % kh
-        tc = t % kw
-        rq = (ta * prm[9]) * RY * RX + (py * prm[4] + tb * prm[10]) * RX + (px * prm[5] + tc * prm[11])
-        return rq, py, px, ta, tb, tc
-
-    @cuda.jit(device=True, inline=True)
-    def _centre(p, TW, RY, RX, prm):
-        py = p // TW
-        px = p % TW
-        return ((prm[0] // 2) * prm[9]) * RY * RX + (py * prm[4] + (prm[1] // 2) * prm[10]) * RX + (
-            px * prm[5] + (prm[2] // 2) * prm[11])
-
-    @cuda.jit(device=True, inline=True)
-    def _load_region(sm, base, a, code, n, c0, nc, z0, y0, x0, RY, RX, R, tid, nth):
-        D, H, W = a.shape[1], a.shape[2], a.shape[3]
+    def load_region(sm, base, a, code, n, c0, nc, z0, y0, x0, RY, RX, R, tid, nth):
+        """``sm[base + r*nc + c]``: channel ``c0 + c`` of region position ``r``, 0 outside."""
         for i in range(tid, R * nc, nth):
             r = i // nc
             c = i % nc
             z = z0 + r // (RY * RX)
             y = y0 + (r // RX) % RY
             xx = x0 + r % RX
-            if 0 <= z < D and 0 <= y < H and 0 <= xx < W:
+            if _inside(a, z, y, xx):
                 sm[base + i] = load(a, (n, z, y, xx, c0 + c), code)
             else:
                 sm[base + i] = 0
 
     @cuda.jit(device=True, inline=True)
-    def _build_kernels(sm, g, gc, n, z0, y0, x0, TW, TP, T, RY, RX, R, CH, REG, prm, tid, nth):
+    def build_kernels(sm, g, gc, n, z0, y0, x0, TW, TP, T, RY, RX, R, CH, REG, prm, tid, nth):
         """sm[p*T + t] = K (raw Gaussian, 0 for taps outside the image)."""
-        D, H, W, F = g.shape[1], g.shape[2], g.shape[3], g.shape[4]
+        F = g.shape[4]
         TT = TP * T
         for i in range(tid, TT, nth):
             sm[i] = 0
         for f0 in range(0, F, CH):
             nf = min(CH, F - f0)
             cuda.syncthreads()
-            _load_region(sm, REG, g, gc, n, f0, nf, z0, y0, x0, RY, RX, R, tid, nth)
+            load_region(sm, REG, g, gc, n, f0, nf, z0, y0, x0, RY, RX, R, tid, nth)
             cuda.syncthreads()
             for i in range(tid, TT, nth):
                 p = i // T
                 t = i % T
-                rq, py, px, ta, tb, tc = _tap_offsets(p, t, TW, RY, RX, prm)
-                rc = _centre(p, TW, RY, RX, prm)
+                rq, z, y, xx, py, px = _tap(p, t, TW, RY, RX, prm, z0, y0, x0)
+                rc, cz, cy, cx = _centre(p, TW, RY, RX, prm, z0, y0, x0)
                 acc = 0.0
                 for f in range(nf):
                     d = sm[REG + rc * nf + f] - sm[REG + rq * nf + f]
@@ -88,174 +156,185 @@ def _kernels(double):
                 sm[i] += acc
         cuda.syncthreads()
         for i in range(tid, TT, nth):
-            p = i // T
-            t = i % T
-            rq, py, px, ta, tb, tc = _tap_offsets(p, t, TW, RY, RX, prm)
-            z = z0 + ta * prm[9]
-            y = y0 + py * prm[4] + tb * prm[10]
-            xx = x0 + px * prm[5] + tc * prm[11]
-            if 0 <= z < D and 0 <= y < H and 0 <= xx < W:
+            rq, z, y, xx, py, px = _tap(i // T, i % T, TW, RY, RX, prm, z0, y0, x0)
+            if _inside(g, z, y, xx):
                 sm[i] = math.exp(-0.5 * sm[i])
             else:
                 sm[i] = 0
         cuda.syncthreads()
 
+    return load, load_region, build_kernels
+
+
+@kernel_factory
+def _forward_kernel(double):
+    DT, CAP = _shared_layout(double)
+    _, load_region, build_kernels = _tile_loaders(double)
+
     @cuda.jit
     def forward(x, xc, g, gc, w, b, has_bias, prm, normalize, TH, TW, CH, out):
-        # prm: kd kh kw | st0 st1 st2 (3..5) | lo0 lo1 lo2 (6..8) | dl0 dl1 dl2 (9..11)
         C = x.shape[4]
         T = w.shape[0]
         O = w.shape[2]
         Do, Ho, Wo = out.shape[1], out.shape[2], out.shape[3]
-        nty = (Ho + TH - 1) // TH
-        ntx = (Wo + TW - 1) // TW
-        bid = cuda.blockIdx.x
-        tx = bid % ntx
-        rest = bid // ntx
-        ty = rest % nty
-        rest = rest // nty
-        od = rest % Do
-        n = rest // Do
+        n, od, ty, tx, z0, y0, x0, RY, RX, R = _tile(prm, TH, TW, Do, Ho, Wo)
         tid = cuda.threadIdx.x
         nth = cuda.blockDim.x
         sm = cuda.shared.array(CAP, DT)
         TP = TH * TW
-        TT = TP * T
-        RY = (TH - 1) * prm[4] + (prm[1] - 1) * prm[10] + 1
-        RX = (TW - 1) * prm[5] + (prm[2] - 1) * prm[11] + 1
-        R = ((prm[0] - 1) * prm[9] + 1) * RY * RX
-        REG = TT
-        z0 = od * prm[3] - prm[6]
-        y0 = ty * TH * prm[4] - prm[7]
-        x0 = tx * TW * prm[5] - prm[8]
-        _build_kernels(sm, g, gc, n, z0, y0, x0, TW, TP, T, RY, RX, R, CH, REG, prm, tid, nth)
+        REG = TP * T
+        build_kernels(sm, g, gc, n, z0, y0, x0, TW, TP, T, RY, RX, R, CH, REG, prm, tid, nth)
         if normalize:
             for p in range(tid, TP, nth):
-                s = 0.0
-                for t in range(T):
-                    s += sm[p * T + t]
-                inv = 1.0 / s if s > 0 else 0.0
+                inv = _window_inverse(sm, p, T, normalize)
                 for t in range(T):
                     sm[p * T + t] *= inv
             cuda.syncthreads()
         # each thread owns the (p, o) pairs i = tid, tid + nth, ... of the tile
         for i in range(tid, TP * O, nth):
-            p = i // O
-            o = i % O
-            oy = ty * TH + p // TW
-            ox = tx * TW + p % TW
-            if oy < Ho and ox < Wo:
-                out[n, od, oy, ox, o] = b[o] if has_bias else 0
+            oy, ox, inside = _out_position(i // O, ty, tx, TH, TW, Ho, Wo)
+            if inside:
+                out[n, od, oy, ox, i % O] = b[i % O] if has_bias else 0
         for c0 in range(0, C, CH):
             nc = min(CH, C - c0)
             cuda.syncthreads()
-            _load_region(sm, REG, x, xc, n, c0, nc, z0, y0, x0, RY, RX, R, tid, nth)
+            load_region(sm, REG, x, xc, n, c0, nc, z0, y0, x0, RY, RX, R, tid, nth)
             cuda.syncthreads()
             for i in range(tid, TP * O, nth):
                 p = i // O
                 o = i % O
-                oy = ty * TH + p // TW
-                ox = tx * TW + p % TW
-                if oy < Ho and ox < Wo:
+                oy, ox, inside = _out_position(p, ty, tx, TH, TW, Ho, Wo)
+                if inside:
                     acc = 0.0
                     for t in range(T):
                         k = sm[p * T + t]
                         if k != 0:
-                            rq, py, px, ta, tb, tc = _tap_offsets(p, t, TW, RY, RX, prm)
+                            rq, z, y, xx, py, px = _tap(p, t, TW, RY, RX, prm, z0, y0, x0)
                             s = 0.0
                             for c in range(nc):
                                 s += w[t, c0 + c, o] * sm[REG + rq * nc + c]
                             acc += k * s
                     out[n, od, oy, ox, o] += acc
 
+    return forward
+
+
+@kernel_factory
+def _backward_steps(double):
+    """Device functions of the backward kernel's steps (specialised per compute dtype).
+
+    Shared memory: ``sm[:TT]`` the raw kernels, ``sm[INV:INV+TP]`` the normalisers (0 for
+    tile positions outside the output), ``sm[GG:GG+TT]`` ``dL/dK``, ``sm[REG:]`` a region."""
+    load, load_region, _ = _tile_loaders(double)
+
+    @cuda.jit(device=True, inline=True)
+    def grad_bias(go, gu, n, od, ty, tx, TH, TW, TP, gb, tid, nth):
+        # reduce the tile in each thread, one atomic per (block, o)
+        Ho, Wo, O = go.shape[2], go.shape[3], go.shape[4]
+        for o in range(tid, O, nth):
+            s = 0.0
+            for p in range(TP):
+                oy, ox, inside = _out_position(p, ty, tx, TH, TW, Ho, Wo)
+                if inside:
+                    s += load(go, (n, od, oy, ox, o), gu)
+            cuda.atomic.add(gb, o, s)
+
+    @cuda.jit(device=True, inline=True)
+    def grad_x_chunk(sm, go, gu, w, n, od, ty, tx, TH, TW, TT, T, c0, nc, z0, y0, x0, RY, RX, INV, GG, REG,
+                     prm, gx, tid, nth):
+        # grad_x of channels c0 .. c0+nc (atomics: windows overlap) and their part of dL/dK
+        O = w.shape[2]
+        for i in range(tid, TT * nc, nth):
+            pt = i // nc
+            c = i % nc
+            p = pt // T
+            t = pt % T
+            kn = sm[pt] * sm[INV + p]
+            if sm[pt] != 0 and sm[INV + p] != 0:
+                rq, z, y, xx, py, px = _tap(p, t, TW, RY, RX, prm, z0, y0, x0)
+                oy = ty * TH + py
+                ox = tx * TW + px
+                v = 0.0
+                for o in range(O):
+                    v += w[t, c0 + c, o] * load(go, (n, od, oy, ox, o), gu)
+                cuda.atomic.add(gx, (n, z, y, xx, c0 + c), kn * v)
+                cuda.atomic.add(sm, GG + pt, sm[REG + rq * nc + c] * v)
+
+    @cuda.jit(device=True, inline=True)
+    def grad_weight_chunk(sm, go, gu, n, od, ty, tx, TH, TW, TP, T, c0, nc, z0, y0, x0, RY, RX, INV, REG, prm,
+                          gw, tid, nth):
+        # each thread sums its (t, c, o) over the tile, one atomic add
+        O = gw.shape[2]
+        for i in range(tid, T * nc * O, nth):
+            t = i // (nc * O)
+            c = (i // O) % nc
+            o = i % O
+            s = 0.0
+            for p in range(TP):
+                kn = sm[p * T + t] * sm[INV + p]
+                if kn != 0:
+                    rq, z, y, xx, py, px = _tap(p, t, TW, RY, RX, prm, z0, y0, x0)
+                    s += kn * sm[REG + rq * nc + c] * load(go, (n, od, ty * TH + py, tx * TW + px, o), gu)
+            cuda.atomic.add(gw, (t, c0 + c, o), s)
+
+    @cuda.jit(device=True, inline=True)
+    def grad_guide_chunk(sm, TT, T, f0, nf, TW, z0, y0, x0, RY, RX, GG, REG, prm, gg, n, tid, nth):
+        # dK/df_q = K (f_c - f_q) = -dK/df_c, for features f0 .. f0+nf
+        for i in range(tid, TT * nf, nth):
+            pt = i // nf
+            f = i % nf
+            p = pt // T
+            t = pt % T
+            coef = sm[GG + pt] * sm[pt]
+            if coef != 0:
+                rq, z, y, xx, py, px = _tap(p, t, TW, RY, RX, prm, z0, y0, x0)
+                rc, cz, cy, cx = _centre(p, TW, RY, RX, prm, z0, y0, x0)
+                dlt = coef * (sm[REG + rc * nf + f] - sm[REG + rq * nf + f])
+                cuda.atomic.add(gg, (n, z, y, xx, f0 + f), dlt)
+                if _inside(gg, cz, cy, cx):
+                    cuda.atomic.add(gg, (n, cz, cy, cx, f0 + f), -dlt)
+
+    return load_region, grad_bias, grad_x_chunk, grad_weight_chunk, grad_guide_chunk
+
+
+@kernel_factory
+def _backward_kernel(double):
+    DT, CAP = _shared_layout(double)
+    _, _, build_kernels = _tile_loaders(double)
+    load_region, grad_bias, grad_x_chunk, grad_weight_chunk, grad_guide_chunk = _backward_steps(double)
+
     @cuda.jit
     def backward(go, gu, x, xc, g, gc, w, prm, normalize, TH, TW, CH, gx, gg, gw, gb):
-        D, H, W, C = x.shape[1], x.shape[2], x.shape[3], x.shape[4]
+        C = x.shape[4]
         F = g.shape[4]
         T = w.shape[0]
-        O = w.shape[2]
         Do, Ho, Wo = go.shape[1], go.shape[2], go.shape[3]
-        nty = (Ho + TH - 1) // TH
-        ntx = (Wo + TW - 1) // TW
-        bid = cuda.blockIdx.x
-        tx = bid % ntx
-        rest = bid // ntx
-        ty = rest % nty
-        rest = rest // nty
-        od = rest % Do
-        n = rest // Do
+        n, od, ty, tx, z0, y0, x0, RY, RX, R = _tile(prm, TH, TW, Do, Ho, Wo)
         tid = cuda.threadIdx.x
         nth = cuda.blockDim.x
         sm = cuda.shared.array(CAP, DT)
         TP = TH * TW
         TT = TP * T
-        RY = (TH - 1) * prm[4] + (prm[1] - 1) * prm[10] + 1
-        RX = (TW - 1) * prm[5] + (prm[2] - 1) * prm[11] + 1
-        R = ((prm[0] - 1) * prm[9] + 1) * RY * RX
         INV = TT  # TP values: 1/sum (normalize) or 1
         GG = TT + TP  # TT values: dL/dK
         REG = 2 * TT + TP
-        z0 = od * prm[3] - prm[6]
-        y0 = ty * TH * prm[4] - prm[7]
-        x0 = tx * TW * prm[5] - prm[8]
-        _build_kernels(sm, g, gc, n, z0, y0, x0, TW, TP, T, RY, RX, R, CH, REG, prm, tid, nth)
+        build_kernels(sm, g, gc, n, z0, y0, x0, TW, TP, T, RY, RX, R, CH, REG, prm, tid, nth)
         for p in range(tid, TP, nth):
-            inv = 1.0
-            if normalize:
-                s = 0.0
-                for t in range(T):
-                    s += sm[p * T + t]
-                inv = 1.0 / s if s > 0 else 0.0
-            oy = ty * TH + p // TW
-            ox = tx * TW + p % TW
-            sm[INV + p] = inv if (oy < Ho and ox < Wo) else 0  # positions outside: no gradient
+            inv = _window_inverse(sm, p, T, normalize)
+            oy, ox, inside = _out_position(p, ty, tx, TH, TW, Ho, Wo)
+            sm[INV + p] = inv if inside else 0  # positions outside: no gradient
         for i in range(tid, TT, nth):
             sm[GG + i] = 0
-        # grad_bias: reduce the tile in each thread, one atomic per (block, o)
-        for o in range(tid, O, nth):
-            s = 0.0
-            for p in range(TP):
-                oy = ty * TH + p // TW
-                ox = tx * TW + p % TW
-                if oy < Ho and ox < Wo:
-                    s += load(go, (n, od, oy, ox, o), gu)
-            cuda.atomic.add(gb, o, s)
+        grad_bias(go, gu, n, od, ty, tx, TH, TW, TP, gb, tid, nth)
         for c0 in range(0, C, CH):
             nc = min(CH, C - c0)
             cuda.syncthreads()
-            _load_region(sm, REG, x, xc, n, c0, nc, z0, y0, x0, RY, RX, R, tid, nth)
+            load_region(sm, REG, x, xc, n, c0, nc, z0, y0, x0, RY, RX, R, tid, nth)
             cuda.syncthreads()
-            # grad_x (atomics: windows overlap) and dL/dK
-            for i in range(tid, TT * nc, nth):
-                pt = i // nc
-                c = i % nc
-                p = pt // T
-                t = pt % T
-                kn = sm[pt] * sm[INV + p]
-                if sm[pt] != 0 and sm[INV + p] != 0:
-                    rq, py, px, ta, tb, tc = _tap_offsets(p, t, TW, RY, RX, prm)
-                    oy = ty * TH + py
-                    ox = tx * TW + px
-                    v = 0.0
-                    for o in range(O):
-                        v += w[t, c0 + c, o] * load(go, (n, od, oy, ox, o), gu)
-                    z = z0 + ta * prm[9]
-                    y = y0 + py * prm[4] + tb * prm[10]
-                    xx = x0 + px * prm[5] + tc * prm[11]
-                    cuda.atomic.add(gx, (n, z, y, xx, c0 + c), kn * v)
-                    cuda.atomic.add(sm, GG + pt, sm[REG + rq * nc + c] * v)
-            # grad_weight: each thread sums its (t, c, o) over the tile, one atomic add
-            for i in range(tid, T * nc * O, nth):
-                t = i // (nc * O)
-                c = (i // O) % nc
-                o = i % O
-                s = 0.0
-                for p in range(TP):
-                    kn = sm[p * T + t] * sm[INV + p]
-                    if kn != 0:
-                        rq, py, px, ta, tb, tc = _tap_offsets(p, t, TW, RY, RX, prm)
-                        s += kn * sm[REG + rq * nc + c] * load(go, (n, od, ty * TH + py, tx * TW + px, o), gu)
-                cuda.atomic.add(gw, (t, c0 + c, o), s)
+            grad_x_chunk(sm, go, gu, w, n, od, ty, tx, TH, TW, TT, T, c0, nc, z0, y0, x0, RY, RX, INV, GG, REG,
+                         prm, gx, tid, nth)
+            grad_weight_chunk(sm, go, gu, n, od, ty, tx, TH, TW, TP, T, c0, nc, z0, y0, x0, RY, RX, INV, REG, prm,
+                              gw, tid, nth)
         cuda.syncthreads()
         if normalize:
             for p in range(tid, TP, nth):
@@ -266,33 +345,14 @@ def _kernels(double):
                 for t in range(T):
                     sm[GG + p * T + t] = (sm[GG + p * T + t] - m) * inv
             cuda.syncthreads()
-        # grad_guide: dK/df_q = K (f_c - f_q) = -dK/df_c
         for f0 in range(0, F, CH):
             nf = min(CH, F - f0)
             cuda.syncthreads()
-            _load_region(sm, REG, g, gc, n, f0, nf, z0, y0, x0, RY, RX, R, tid, nth)
+            load_region(sm, REG, g, gc, n, f0, nf, z0, y0, x0, RY, RX, R, tid, nth)
             cuda.syncthreads()
-            for i in range(tid, TT * nf, nth):
-                pt = i // nf
-                f = i % nf
-                p = pt // T
-                t = pt % T
-                coef = sm[GG + pt] * sm[pt]
-                if coef != 0:
-                    rq, py, px, ta, tb, tc = _tap_offsets(p, t, TW, RY, RX, prm)
-                    rc = _centre(p, TW, RY, RX, prm)
-                    dlt = coef * (sm[REG + rc * nf + f] - sm[REG + rq * nf + f])
-                    z = z0 + ta * prm[9]
-                    y = y0 + py * prm[4] + tb * prm[10]
-                    xx = x0 + px * prm[5] + tc * prm[11]
-                    cuda.atomic.add(gg, (n, z, y, xx, f0 + f), dlt)
-                    cz = z0 + (prm[0] // 2) * prm[9]
-                    cy = y0 + py * prm[4] + (prm[1] // 2) * prm[10]
-                    cx = x0 + px * prm[5] + (prm[2] // 2) * prm[11]
-                    if 0 <= cz < D and 0 <= cy < H and 0 <= cx < W:
-                        cuda.atomic.add(gg, (n, cz, cy, cx, f0 + f), -dlt)
+            grad_guide_chunk(sm, TT, T, f0, nf, TW, z0, y0, x0, RY, RX, GG, REG, prm, gg, n, tid, nth)
 
-    return forward, backward, CAP
+    return backward
 
 
 def plan(geo, cap, simulated):
@@ -348,8 +408,9 @@ def _inputs(call, *arrays):
 
 def forward(call, x, xc, g, gc, w, b, has_bias, geo, normalize, out):
     x, g, w, b = _inputs(call, x, g, w, b)
-    fwd, _, cap = _kernels(geo["dtype"] == np.float64)
-    TH, TW, CH, threads = plan(geo, cap, cuda_simulated())
+    double = geo["dtype"] == np.float64
+    fwd = _forward_kernel(double)
+    TH, TW, CH, threads = plan(geo, _shared_layout(double)[1], cuda_simulated())
     fwd[_blocks(geo, TH, TW), threads](x, np.int64(xc), g, np.int64(gc), w, b, has_bias, _params(call, geo),
                                         normalize, TH, TW, CH, out)
     if call.device_arrays:  # pragma: no cover - needs a GPU
@@ -358,8 +419,9 @@ def forward(call, x, xc, g, gc, w, b, has_bias, geo, normalize, out):
 
 def backward(call, go, gu, x, xc, g, gc, w, geo, normalize, gx, gg, gw, gb):
     go, x, g, w = _inputs(call, go, x, g, w)
-    _, bwd, cap = _kernels(geo["dtype"] == np.float64)
-    TH, TW, CH, threads = plan(geo, cap, cuda_simulated())
+    double = geo["dtype"] == np.float64
+    bwd = _backward_kernel(double)
+    TH, TW, CH, threads = plan(geo, _shared_layout(double)[1], cuda_simulated())
     bwd[_blocks(geo, TH, TW), threads](go, np.int64(gu), x, np.int64(xc), g, np.int64(gc), w, _params(call, geo),
                                         normalize, TH, TW, CH, gx, gg, gw, gb)
     if call.device_arrays:  # pragma: no cover - needs a GPU
