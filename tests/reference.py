@@ -220,3 +220,35 @@ def ref_pac(x, f, w, b, stride, padding, dil, normalize):
             out[(n,) + i] = acc
     return out
 
+
+
+def ref_labels_exact(v):
+    """:func:`ref_labels` in exact arithmetic, for finite values of any size (int64 near 2**62,
+    floats near their dtype's maximum): differences are Python integers / Fractions, and the
+    score ``d / sqrt(m)`` of two neighbours is compared through ``d**2 * n`` against
+    ``e**2 * m`` with signs, so no rounding or overflow can create or break a tie."""
+    from fractions import Fraction
+
+    v = np.asarray(v)
+    exact = np.vectorize(lambda a: Fraction(int(a)) if v.dtype.kind in "iub" else Fraction(float(a)), otypes=[object])
+    V = exact(v)
+    n0, n1, n2 = v.shape
+
+    def better(s, t):
+        """d / sqrt(m) > e / sqrt(n), through the monotone map x -> x * |x|."""
+        (d, m), (e, n) = s, t
+        return d * abs(d) * n > e * abs(e) * m
+
+    lab = np.empty(v.shape, np.uint8)
+    for i, j, k in np.ndindex(*v.shape):
+        best, code = None, 13
+        for c in range(27):
+            da, db, dc = c // 9 - 1, (c // 3) % 3 - 1, c % 3 - 1
+            a, b, cc = i + da, j + db, k + dc
+            if c == 13 or not (0 <= a < n0 and 0 <= b < n1 and 0 <= cc < n2):
+                continue
+            s = (V[i, j, k] - V[a, b, cc], da * da + db * db + dc * dc)
+            if best is None or better(s, best):
+                best, code = s, c
+        lab[i, j, k] = 13 if best is None or best[0] < 0 else code
+    return lab

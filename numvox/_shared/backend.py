@@ -22,6 +22,11 @@ ENV_VAR = "NUMVOX_BACKEND"
 class CudaUnavailableError(RuntimeError):
     """``backend="cuda"`` was asked for on a machine where no CUDA GPU can be used."""
 
+    # The plain Exception constructor: TensorFlow's autograph re-raises errors from traced
+    # code with this type (not as a generic StagingError) only when it can rebuild them from
+    # a message alone, so forcing CUDA inside tf.function raises this very error.
+    __init__ = Exception.__init__
+
 
 def cuda_simulated():
     """True when Numba's CUDA simulator is enabled (``NUMBA_ENABLE_CUDASIM=1``)."""

@@ -6,7 +6,8 @@ import itertools
 
 import numpy as np
 
-from .arrays import is_dask
+from .arrays import REFUSED_KINDS, READABLE, is_dask
+from .halfprec import NATIVE, half_code
 
 
 def dask_array():
@@ -20,13 +21,24 @@ def dask_array():
 
 def as_dask(x, name, *, required=True):
     """``x`` itself when it is a Dask array; NumPy-like inputs become a one-chunk Dask array
-    (only when ``required`` is False, for secondary inputs such as ``filters``)."""
+    (only when ``required`` is False, for secondary inputs such as ``filters``).
+
+    The input policy of the in-memory functions holds here too: None raises TypeError naming
+    the argument, dtypes no kernel reads raise TypeError, and chunks in non-native byte order
+    are converted to native order as they are computed (one copy per chunk)."""
+    if x is None:
+        raise TypeError(f"{name} is None; expected an array")
     if is_dask(x):
         if any(np.isnan(c) for cs in x.chunks for c in cs):
             raise ValueError(
                 f"{name} has unknown chunk sizes (shape {x.shape}); call "
                 f"{name}.compute_chunk_sizes() first"
             )
+        dtype = np.dtype(x.dtype)
+        if half_code(dtype) == NATIVE and dtype.kind in REFUSED_KINDS:
+            raise TypeError(f"{name} has dtype {dtype} ({REFUSED_KINDS[dtype.kind]}); expected a {READABLE} dtype")
+        if half_code(dtype) == NATIVE and not dtype.isnative:
+            x = x.astype(dtype.newbyteorder("="))
         return x
     if required:
         raise TypeError(

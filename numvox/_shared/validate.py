@@ -48,15 +48,18 @@ def _short(value):
     return text if len(text) <= 40 else f"{text[:20]}...{text[-8:]} ({len(text)} characters)"
 
 
-def check_number(value, name, *, minimum=None, maximum=None, integer=False, finite=True):
+def check_number(value, name, *, minimum=None, maximum=None, integer=False, finite=True, clip=False):
     """A Python number checked for type, finiteness and range.
 
-    Integers must lie within +-:data:`MAX_INT`; real numbers must convert to a float64
-    (``10**400`` raises ValueError, not OverflowError).
+    Integers must lie within +-:data:`MAX_INT` (with ``clip=True``, for arguments where "larger
+    than anything" has a meaning such as a window radius, larger ones become ``MAX_INT``); real
+    numbers must convert to a float64 (``10**400`` raises ValueError, not OverflowError).
     """
     kind = numbers.Integral if integer else numbers.Real
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, kind):
         raise TypeError(f"{name} must be {'an integer' if integer else 'a real number'}; got {_short(value)}")
+    if integer and clip and int(value) > MAX_INT:
+        value = MAX_INT
     if integer and abs(int(value)) > MAX_INT:
         raise ValueError(f"{name} must be an integer within +-{MAX_INT}; got {_short(value)}")
     if not integer:
