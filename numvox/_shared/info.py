@@ -23,16 +23,32 @@ def _version(module_name):
     return "installed"
 
 
+class Info(dict):
+    """The report of :func:`info`: a dict whose ``repr`` and ``str`` are the readable table
+    (so ``numvox.info()`` at a prompt shows it); ``dict(report)`` or ``json.dumps`` give the
+    plain mapping."""
+
+    def __str__(self):
+        return format_info(self)
+
+    __repr__ = __str__
+
+    def _repr_pretty_(self, printer, cycle):  # IPython / Jupyter
+        printer.text(str(self))
+
+
 def info():
-    """Report versions, threading, CUDA state and importable extras.
+    """Report versions, threading, CUDA state, the Numba cache and importable extras.
 
     Returns
     -------
-    dict
-        Keys ``numvox``, ``python``, ``numpy``, ``scipy``, ``numba``, ``threads``,
-        ``threading_layer``, ``cuda`` (``"available"``, ``"simulated"`` or
-        ``"unavailable"``), ``cuda_device`` and ``extras`` (extra name → {package: version
-        or None}).  Nothing heavy is imported: extras are looked up, not loaded.
+    Info
+        A dict printed as a table, with keys ``numvox``, ``python``, ``platform``, ``numpy``,
+        ``scipy``, ``numba``, ``threads``, ``threading_layer``, ``cuda`` (``"available"``,
+        ``"simulated"`` or ``"unavailable"``), ``cuda_device``, ``numba_cache`` (where
+        compiled kernels are stored, see :mod:`numvox._shared.compile`) and ``extras``
+        (extra name → {package: version or None}).  Nothing heavy is imported: extras are
+        looked up, not loaded.
     """
     import numba
     import numpy
@@ -40,6 +56,7 @@ def info():
 
     from .. import __version__
     from .backend import cuda_status
+    from .compile import cache_location
 
     state, device = cuda_status()
     try:
@@ -53,7 +70,11 @@ def info():
         extra: {m: (_version(m) if importlib.util.find_spec(m) else None) for m in modules}
         for extra, modules in EXTRAS.items()
     }
-    return {
+    try:
+        cache = cache_location()
+    except RuntimeError as exc:  # no writable cache folder: Numba cannot cache
+        cache = f"none ({exc}); set NUMBA_CACHE_DIR"
+    return Info({
         "numvox": __version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -64,11 +85,13 @@ def info():
         "threading_layer": layer,
         "cuda": state,
         "cuda_device": device,
+        "numba_cache": cache,
         "extras": extras,
-    }
+    })
 
 
 def format_info(report):
+    """The report of :func:`info` as aligned ``key value`` lines, one per extra at the end."""
     lines = [f"{k:16s} {report[k]}" for k in report if k != "extras"]
     for extra, mods in report["extras"].items():
         found = ", ".join(f"{m} {v}" if v else f"{m} (missing)" for m, v in mods.items())

@@ -1,8 +1,8 @@
-"""``numvox labels VOLUME.npy -o LABELS.npy [--border inside|zero] [--basins BASINS.npy]``,
-and ``numvox labels BIG.zarr -o LABELS.zarr --dask [--scheduler ADDRESS] [--basins BASINS.zarr]``
+"""``numvox labels VOLUME -o LABELS [--border inside|zero] [--basins BASINS]``, and
+``numvox labels BIG.zarr -o LABELS.zarr --dask [--scheduler ADDRESS] [--basins BASINS.zarr]``
 on Dask (:func:`run_labels`; inputs, outputs and progress as in :mod:`numvox.dask.cli`)."""
 
-from numvox.cli import UserError, load_array, save_array
+from numvox.cli import FORMATS_HELP, UserError, add_output_arguments, check_output, load_array, read_affine, save_array
 
 
 def register(subparsers):
@@ -14,12 +14,13 @@ def register(subparsers):
             "minimum) of its steepest descent; optionally write the descent basins (int32 ids)."
         ),
     )
-    p.add_argument("volume", help="input volume (.npy, or .npz / FILE.npz:KEY), 3-D, any real dtype")
-    p.add_argument("-o", "--output", required=True, help="output labels file (.npy; uint8)")
+    p.add_argument("volume", help=f"input volume, 3-D, any real dtype: {FORMATS_HELP} (.npz: FILE.npz:KEY)")
+    add_output_arguments(p, "the labels (uint8, the volume's shape)")
     p.add_argument("--border", choices=("inside", "zero"), default="inside",
                    help="'inside' (default): only in-volume neighbours; 'zero': outer layer labelled 0")
-    p.add_argument("--basins", metavar="BASINS.npy", help="also write the descent basins (int32, 1..M)")
-    p.add_argument("--backend", choices=("cpu", "cuda"), default=None, help="force a backend")
+    p.add_argument("--basins", metavar="FILE", help="also write the descent basins (int32, 1..M) to exactly FILE")
+    p.add_argument("--backend", choices=("cpu", "cuda"), default=None,
+                   help="where the kernels run (default cpu for files; cuda needs a GPU)")
     from numvox.dask.cli import add_dask_arguments  # imports no Dask until --dask is used
 
     add_dask_arguments(p)
@@ -27,8 +28,10 @@ def register(subparsers):
 
 
 def _run(args):
+    if args.basins:
+        check_output(args.basins, "--basins")
     if args.dask:
-        return run_labels(args)
+        return run_labels(args)  # prints its own summary line
     import numpy as np
 
     from ._api import descent_basins, descent_labels
@@ -36,15 +39,14 @@ def _run(args):
     volume = load_array(args.volume, "volume")
     if volume.dtype == object or volume.dtype.kind not in "biuf":
         raise UserError(f"volume has dtype {volume.dtype}; expected a real numeric dtype")
+    affine = read_affine(args.volume)
     labels = descent_labels(volume, border=args.border, backend=args.backend)
-    save_array(args.output, np.asarray(labels))
-    msg = f"labels {tuple(volume.shape)} -> {args.output}"
+    written = [save_array(args.output, labels, affine=affine)]
     if args.basins:
         basins = np.asarray(descent_basins(volume, backend=args.backend))
-        save_array(args.basins, basins)
-        msg += f"; {int(basins.max()) if basins.size else 0} basins -> {args.basins}"
-    print(msg)
-    return 0
+        written.append(save_array(args.basins, basins, affine=affine))
+        written[-1].note = f"{int(basins.max()) if basins.size else 0} basins"
+    return written
 
 
 def run_labels(args):
@@ -52,11 +54,18 @@ def run_labels(args):
 
     ``args`` has the labels subcommand's ``volume``, ``output``, ``border``, ``basins`` and
     ``backend`` plus ``add_dask_arguments``' ``scheduler`` and ``chunks``.
+
+    Prints the command line's summary line on stderr (unless ``args.quiet``); returns 0.
     """
+    import sys
+    import time
+
+    from numvox._shared.io import Written, summary
     from numvox.dask.cli import compute, is_local, open_volume, output_target
 
     from ._dask import descent_basins_dask, descent_labels_dask
 
+    t0 = time.perf_counter()
     x = open_volume(args.volume, getattr(args, "chunks", None))
     border = getattr(args, "border", "inside")
     backend = getattr(args, "backend", None)
@@ -67,18 +76,20 @@ def run_labels(args):
     work, gather = [], []
     store, later = output_target(labels, args.output, local)
     work.append(store) if store is not None else gather.append(("labels", later, args.output))
+    written = [Written(args.output, tuple(x.shape), str(labels.dtype), note=f"{x.npartitions} chunks")]
     nbasins = None
     if basins_path:
         basins = descent_basins_dask(x, backend=backend)
         store, later = output_target(basins, basins_path, local)
         work.append(store) if store is not None else gather.append(("basins", later, basins_path))
         nbasins = basins.max() if basins.size else None
+        written.append(Written(basins_path, tuple(x.shape), str(basins.dtype)))
     todo = work + [g[1] for g in gather] + ([nbasins] if nbasins is not None else [])
     results = compute(todo, address)
     for (_, _, path), value in zip(gather, results[len(work):len(work) + len(gather)]):
         save_array(path, value)
-    msg = f"labels {tuple(x.shape)} in {x.npartitions} chunks -> {args.output}"
     if basins_path:
-        msg += f"; {int(results[-1]) if nbasins is not None else 0} basins -> {basins_path}"
-    print(msg)
+        written[-1].note = f"{int(results[-1]) if nbasins is not None else 0} basins"
+    if not getattr(args, "quiet", False):
+        print(summary("labels", written, time.perf_counter() - t0), file=sys.stderr)
     return 0
