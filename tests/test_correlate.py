@@ -489,6 +489,57 @@ def test_fft_stacked_middle_axis(mode, normalize):
                                         reduce="argmax"), ref, "argmax", np.float64)
 
 
+FFT_ENGINE_PROBLEMS = [
+    ((4, 13, 11, 3), (5, 13, 11, 3), None),  # stacked colour axis, as in an RGB batch
+    ((3, 7, 6, 5), (4, 3, 4, 2), None),      # three transformed axes: two pruned complex steps
+    ((5, 23), (6, 7), None),                 # 1-D items: the real transform only
+    ((3, 9, 8, 2), (4, 4, 3, 2), -1),        # summed channel axis
+]
+
+
+@pytest.mark.parametrize("engine", ["scipy", "fftw"])
+@pytest.mark.parametrize("ishape,fshape,ca", FFT_ENGINE_PROBLEMS)
+@pytest.mark.parametrize("mode", MODES)
+def test_fft_engines(monkeypatch, engine, ishape, fshape, ca, mode):
+    """Each CPU FFT engine, forced, with tasks and blocks small enough to leave partial ones."""
+    if engine == "fftw":
+        pytest.importorskip("pyfftw")
+    from numvox.correlate import _fft_engines
+
+    monkeypatch.setenv(_fft_engines.ENV_VAR, engine)
+    monkeypatch.setattr(_fft, "TASK_BYTES", 20000)
+    monkeypatch.setattr(_fft, "BLOCK_BYTES", 20000)
+    rng = np.random.default_rng(16)
+    images, filters = rng.random(ishape), rng.random(fshape)
+    ref = ref_correlate(images, filters, mode, channel_axis=ca)
+    for dtype in (np.float64, np.float32):
+        a, b = images.astype(dtype), filters.astype(dtype)
+        assert_close(numvox.correlate_batch(a, b, mode=mode, channel_axis=ca, method="fft"), ref, dtype)
+        for reduce in ("max", "argmax"):
+            check_reduce(numvox.correlate_batch(a, b, mode=mode, channel_axis=ca, method="fft", reduce=reduce),
+                         ref, reduce, dtype)
+    if ca is None and len(ishape) == 3:
+        ncc = np.array([[ref_ncc(x, f, mode) for f in filters] for x in images])
+        got = numvox.correlate_batch(images, filters, mode=mode, method="fft", normalize=True, reduce="max")
+        check_reduce(got, ncc, "max", np.float64)
+
+
+def test_fft_engine_choice(monkeypatch):
+    from numvox.correlate import _fft_engines
+
+    monkeypatch.setenv(_fft_engines.ENV_VAR, "scipy")
+    assert _fft_engines.engine_name() == "scipy"
+    monkeypatch.setenv(_fft_engines.ENV_VAR, "fast")
+    with pytest.raises(ValueError, match="NUMVOX_FFT"):
+        _fft_engines.engine_name()
+    monkeypatch.setattr(_fft_engines, "have_pyfftw", lambda: False)
+    monkeypatch.setenv(_fft_engines.ENV_VAR, "auto")
+    assert _fft_engines.engine_name() == "scipy"
+    monkeypatch.setenv(_fft_engines.ENV_VAR, "fftw")
+    with pytest.raises(ImportError, match="pyFFTW"):
+        _fft_engines.engine_name()
+
+
 def test_docstring_examples():
     import doctest
 

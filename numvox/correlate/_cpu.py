@@ -172,30 +172,46 @@ def flat_view(view):
     return flat, np.int64(-neg), st
 
 
-@njit(parallel=True, cache=True)
-def spectra_products(FI, FF, loc, prod):
-    """``prod[n, k, o] = sum_i FI[n, o + loc + i] * FF[k, i]`` (terms with the plane index
-    outside ``FI`` skipped): the per-pair step of the FFT path, fused into one pass over the
-    output, pairs in parallel.  ``FI`` (bn, Sc, M), ``FF`` (bk, sc, M), ``prod`` (bn, bk, Oc, M)."""
-    bn, Sc, M = FI.shape
-    bk, sc = FF.shape[0], FF.shape[1]
-    Oc = prod.shape[2]
-    for t in prange(bn * bk):
-        n = t // bk
-        k = t - n * bk
-        for o in range(Oc):
-            first = True
-            for i in range(sc):
-                c = o + loc + i
-                if c < 0 or c >= Sc:
-                    continue
+@njit(nogil=True, cache=True)
+def task_products(FI, FF, loc, prod):
+    """``prod[a * gb + b, o] = sum_i FI[a, o + loc + i] * FF[b, i]`` (terms with the plane index
+    outside ``FI`` skipped): the spectra products of one task of the FFT path, ``ga`` images
+    times ``gb`` filters, written into an engine's input buffer.  ``FI`` (ga, Sc, M), ``FF``
+    (gb, sc, M), ``prod`` (>= ga * gb, Oc, M).  Runs without the GIL, one task per thread."""
+    ga, Sc, M = FI.shape
+    gb, sc = FF.shape[0], FF.shape[1]
+    Oc = prod.shape[1]
+    for a in range(ga):
+        for b in range(gb):
+            p = a * gb + b
+            for o in range(Oc):
+                first = True
+                for i in range(sc):
+                    c = o + loc + i
+                    if c < 0 or c >= Sc:
+                        continue
+                    if first:
+                        for m in range(M):
+                            prod[p, o, m] = FI[a, c, m] * FF[b, i, m]
+                        first = False
+                    else:
+                        for m in range(M):
+                            prod[p, o, m] += FI[a, c, m] * FF[b, i, m]
                 if first:
                     for m in range(M):
-                        prod[n, k, o, m] = FI[n, c, m] * FF[k, i, m]
-                    first = False
-                else:
-                    for m in range(M):
-                        prod[n, k, o, m] += FI[n, c, m] * FF[k, i, m]
-            if first:
-                for m in range(M):
-                    prod[n, k, o, m] = 0
+                        prod[p, o, m] = 0
+
+
+@njit(nogil=True, cache=True, fastmath=True)
+def task_max(r, keep, vals):
+    """``vals[p] = max(r[p, :, :keep, :])`` for ``p < len(vals)``: the maximum of each pair's
+    map in an engine's output ``r`` (G, A, R, B), whose real-transform axis ``R`` holds
+    ``keep`` wanted outputs (the rest is the transform's padding).  Runs without the GIL."""
+    A, B = r.shape[1], r.shape[3]
+    for p in range(vals.shape[0]):
+        m = r[p, 0, 0, 0]
+        for a in range(A):
+            for j in range(keep):
+                for b in range(B):
+                    m = max(m, r[p, a, j, b])
+        vals[p] = m
