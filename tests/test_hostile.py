@@ -95,7 +95,10 @@ def test_big_endian_inputs_give_the_native_result(name, backend):
     assert all(not a.dtype.isnative for a in swapped.values())
     got = _as_list(_call(name, swapped, opts, backend=backend))
     for g, w in zip(got, want):
-        np.testing.assert_array_equal(g, w)
+        if backend == "cuda" and g.dtype.kind == "f":  # float atomics: summation order varies per run
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+        else:
+            np.testing.assert_array_equal(g, w)
 
 
 def test_big_endian_float64_direct_correlation_after_a_native_call():
