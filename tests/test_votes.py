@@ -444,6 +444,25 @@ def test_all_zero_heatmap_gives_nan(backend):
     assert np.asarray(coords).shape == (2, 3) and np.all(np.isnan(np.asarray(coords)))
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the simulator's NumPy scalars
+def test_peaks_of_float64_windows_whose_sums_overflow(backend):
+    """float64 values near the dtype's maximum overflow the centroid's float64 sums: the
+    window is summed again with scaled weights, giving the exact centroid (finite)."""
+    big = np.finfo(np.float64).max
+    heat = np.zeros((2, 5, 5, 5))
+    heat[0, 1:4, 1:4, 1:4] = big / 2
+    heat[0, 2, 2, 3] = big                     # the arg-max, at the window's z centre 3
+    heat[1, 1:4, 1, 1] = 1e308                 # equal maxima at x = 1, 2, 3: the arg-max is x = 1
+    heat[1, 0, 0, 0] = np.inf                  # ... unless an infinite value exists
+    coords, values = (np.asarray(a) for a in numvox.heatmap_peaks(heat, radius=1, backend=backend))
+    np.testing.assert_allclose(coords[0], [2, 2, (9 * 2 + 8 * 3 + 2 * 3) / 19], rtol=1e-12)
+    np.testing.assert_array_equal(coords[1], [0, 0, 0])
+    np.testing.assert_array_equal(values, [big, np.inf])
+    heat[1, 0, 0, 0] = 0
+    coords, _ = numvox.heatmap_peaks(heat, radius=1, backend=backend)
+    np.testing.assert_allclose(np.asarray(coords)[1], [1.5, 1, 1], rtol=1e-12)  # sx = 3e308 overflowed
+
+
 @pytest.mark.parametrize("layout", ["axis-major", "landmark-major"])
 def test_end_to_end_recovers_landmarks(backend, layout):
     """Offsets point exactly at known sub-voxel landmarks, plus noise; linear splat and the

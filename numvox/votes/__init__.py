@@ -6,6 +6,8 @@ What lives here:
 - ``_api``: the public functions (checks and output shapes from ``_rules``, then the backend);
 - ``_rules``: option values, input checks and output-shape rules, written once (also ``OPS``);
 - ``_splat``: where a vote lands (nearest voxel, trilinear cell), for every kernel;
+- ``_peak``: what a heatmap's peak reports once its arg-max is known (centroid, +inf,
+  overflow, empty heatmaps), for the CPU and CUDA kernels;
 - ``_cpu``: the Numba CPU kernels (in-memory and Dask-block) and their host drivers;
 - ``_cuda``: the CUDA kernels (imported only for CUDA calls);
 - ``_dask``: the Dask driver ``aggregate_votes_dask`` (re-exported by :mod:`numvox.dask`);

@@ -5,7 +5,7 @@ output shapes from :mod:`numvox.votes._rules`, then the kernels of the chosen ba
 
 import numpy as np
 
-from .._shared.arrays import Call, is_dask
+from .._shared.arrays import Call, check_output_size, is_dask
 from .._shared.halfprec import kernel_view
 from .._shared.validate import check_choice, check_ndim, check_number, check_real_dtype
 from ._rules import LAYOUTS, SPLATS, check_vote_inputs, known_shape, peaks_output_specs, votes_output_specs
@@ -36,8 +36,7 @@ def aggregate_votes(
     ----------
     probs : array_like, shape (X, Y, Z, L+1) or (B, X, Y, Z, L+1)
         Class probabilities, channel 0 the background (ignored), channels 1..L the landmarks.
-        float16, bfloat16, float32, float64 (or integer); any memory order, strided views
-        and read-only arrays are used in place, without copies.
+        float16, bfloat16, float32, float64 or integer (see *Input dtypes* below).
     offsets : array_like, shape (X, Y, Z, 3L) or (B, X, Y, Z, 3L)
         Offset vectors in voxels, same dtypes accepted as ``probs``.
     threshold : float, optional
@@ -47,9 +46,11 @@ def aggregate_votes(
         ``"nearest"``: the whole weight lands on the voxel ``floor(p + 0.5)`` (per axis).
         ``"linear"``: it is split over the 8 voxels around ``p`` with trilinear weights.
     offset_layout : {"axis-major", "landmark-major"}, optional
-        ``"axis-major"``: ``offsets[..., a*L + l]`` is the offset along axis ``a`` for
-        landmark ``l``; ``"landmark-major"``:
-        ``offsets[..., 3*l + a]``.
+        How the ``3L`` channels are ordered.  ``"axis-major"``: three blocks of ``L``
+        channels, the x offsets of landmarks ``0..L-1``, then their y offsets, then their
+        z offsets (``offsets[..., a*L + l]`` is the offset along axis ``a`` of landmark
+        ``l``).  ``"landmark-major"``: one ``(x, y, z)`` triple per landmark, landmark after
+        landmark (``offsets[..., 3*l + a]``).
     out : ndarray, optional
         float32 C-contiguous buffer of the result's shape to reuse (it is overwritten).
     backend : {None, "cpu", "cuda"}, optional
@@ -63,13 +64,36 @@ def aggregate_votes(
     Raises
     ------
     TypeError
-        Non-numeric dtypes, a non-number threshold, an unusable ``out``.
+        Naming the argument: ``probs`` or ``offsets`` None, not an array, or of a dtype no
+        kernel reads (bool, object, str, bytes, structured, complex, datetime64 /
+        timedelta64, a TensorFlow string or quantised tensor: refused before TensorFlow or
+        DLPack touches the buffer) or a sequence that cannot be read as an array; a
+        threshold that is no real number; an ``out`` that is no array, a TensorFlow tensor, or on the wrong
+        device; a ``backend`` that is no string.
     ValueError
-        Mismatched shapes, wrong channel counts (``offsets`` needs ``3 * (probs.shape[-1]
-        - 1)`` channels), a non-finite threshold, unknown ``splat`` / ``offset_layout``.
+        Wrong numbers of dimensions or mismatched shapes, wrong channel counts (``offsets``
+        needs ``3 * (probs.shape[-1] - 1)`` channels); a threshold that is not finite or
+        does not fit in a float64 (``threshold=10**400``); unknown ``splat``,
+        ``offset_layout`` or ``backend``; an ``out`` of the wrong shape or dtype, not
+        writeable or not C-contiguous, or sharing memory with ``probs`` or ``offsets``
+        (checked with ``np.shares_memory`` before anything is written: the function never
+        computes in place).
+    MemoryError
+        A new result larger than this machine's memory (the message states its size),
+        raised before allocating.
+    numvox.CudaUnavailableError
+        ``backend="cuda"`` where no CUDA GPU can be used.
 
     Notes
     -----
+    Input dtypes: float16, bfloat16, float32 and float64 are read as they are (half
+    precision decoded from its bits inside the kernels, no converted copy); integer inputs
+    are read as float64.  Any memory order, strided views and read-only arrays are used in
+    place, without copies.  Big-endian (non-native byte order) host arrays, e.g. NIfTI /
+    Analyze volumes from nibabel or FITS data, are converted once to native order by the
+    shared input policy (:mod:`numvox._shared.arrays`): one O(n) copy of that input
+    before the kernels run, the result identical to the native array's.
+
     Votes whose target voxel (or trilinear corner) lies outside the volume are dropped, as
     are votes with a NaN or infinite coordinate; offsets of any magnitude are range-checked
     in floating point before any conversion to integers.  Positions are computed in float64
@@ -139,8 +163,8 @@ def heatmap_peaks(heatmaps, *, radius=1, backend=None):
     Parameters
     ----------
     heatmaps : array_like, shape (L, X, Y, Z) or (B, L, X, Y, Z)
-        E.g. the result of :func:`aggregate_votes`; any real dtype (float16/bfloat16 too),
-        memory order or strides.
+        E.g. the result of :func:`aggregate_votes`: float16, bfloat16, float32, float64 or
+        integer, any memory order or strides (see *Input dtypes* below).
     radius : int, optional
         Half-width of the ``(2*radius+1)**3`` window (clipped at the borders) whose weighted
         centroid refines the arg-max voxel; 0 returns the arg-max voxel itself.
@@ -150,26 +174,48 @@ def heatmap_peaks(heatmaps, *, radius=1, backend=None):
     Returns
     -------
     coords : array, float64, shape (L, 3) or (B, L, 3)
-        Sub-voxel landmark positions in voxel index units; NaN for a heatmap whose
-        maximum is not positive (an all-zero heatmap in particular).
+        Sub-voxel landmark positions in voxel index units, finite whenever the maximum is
+        positive (+inf and values near the dtype's maximum included); NaN exactly when
+        there is no positive maximum: a maximum <= 0 (an all-zero heatmap in particular),
+        a heatmap holding only NaN / -inf, or one without voxels (an empty X, Y or Z axis).
     values : array, float64, shape (L,) or (B, L)
-        The peak heights (the heatmaps' maxima; 0 for an empty heatmap or one holding only
-        NaN).
+        The peak heights (the heatmaps' maxima, +inf included); 0 for a heatmap holding
+        only NaN / -inf, NaN for one without voxels.
 
     Raises
     ------
     TypeError
-        Non-numeric dtype, non-integer radius.
+        Naming the argument: ``heatmaps`` None, not an array, or of a dtype no kernel
+        reads (bool, object, str, bytes, structured, complex, datetime64 / timedelta64,
+        a TensorFlow string or quantised tensor: refused before TensorFlow or DLPack
+        touches the buffer) or a sequence that cannot be read as an array; a ``radius``
+        that is no integer; a ``backend`` that is no string.
     ValueError
-        Wrong number of dimensions, negative radius.
+        ``heatmaps`` not 4-D or 5-D; a negative ``radius`` (a radius beyond ``2**31 - 1``,
+        e.g. ``10**30``, means the whole volume); an unknown ``backend``.
+    MemoryError
+        Results larger than this machine's memory (a broadcast ``heatmaps`` view with a
+        huge leading shape; the message states the size), raised before allocating.
+    numvox.CudaUnavailableError
+        ``backend="cuda"`` where no CUDA GPU can be used.
 
     Notes
     -----
     The arg-max is the first maximum in C order (as ``numpy.argmax``); NaN values are
-    skipped.  The centroid weights are the window's values clipped at 0 (NaN skipped), so
-    the refined position stays inside the window.  CUDA: a block-level arg-max reduction
-    (shared memory) per heatmap slab, then one block per heatmap reduces the partial
-    results and computes the centroid.
+    skipped.  The centroid weights are the window's values clipped at 0 (NaN skipped),
+    summed in float64, so the refined position stays inside the window.  A maximum of
+    +inf gives the arg-max voxel itself (the first +inf in C order).  A window whose
+    float64 sums overflow (float64 values near 1.8e308) is summed again with its weights
+    scaled by a power of two (exact), only then, so the usual path costs nothing extra.
+    CPU and CUDA apply the same rule, written once (:mod:`numvox.votes._peak`).  CUDA: a
+    block-level arg-max reduction (shared memory) per heatmap slab, then one block per
+    heatmap reduces the partial results and computes the centroid.
+
+    Input dtypes: float16 and bfloat16 are decoded from their bits inside the kernels (no
+    converted copy); float32, float64 and integers are read as they are, in place, in any
+    memory order.  Big-endian (non-native byte order) host arrays are converted once to
+    native order by the shared input policy (:mod:`numvox._shared.arrays`): one O(n) copy
+    of that input.
 
     Examples
     --------
@@ -183,9 +229,10 @@ def heatmap_peaks(heatmaps, *, radius=1, backend=None):
     H = call["heatmaps"]
     check_real_dtype(H, "heatmaps")
     check_ndim(H, "heatmaps", (4, 5), "(L, X, Y, Z) or (B, L, X, Y, Z)")
-    # ints are finite (and np.isfinite fails on huge ones)
-    radius = check_number(radius, "radius", integer=True, minimum=0, finite=False)
+    # larger than 2**31 - 1 means the whole volume anyway (clipped below)
+    radius = check_number(radius, "radius", integer=True, minimum=0, clip=True)
     (cshape, cdtype), (vshape, vdtype) = peaks_output_specs({"heatmaps": known_shape(H)}, {"heatmaps": H.dtype}, {})
+    check_output_size(tuple(cshape), cdtype, name="the coordinates")  # before any product of sizes
     lead = tuple(vshape)
     N = int(np.prod(lead))
     X, Y, Z = (int(s) for s in H.shape[-3:])

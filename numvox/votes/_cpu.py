@@ -62,6 +62,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from .._shared.halfprec import FLOAT16, NATIVE, half_code, load_f64
+from ._peak import peak_cpu
 from ._splat import channels_cpu, corner_cpu, in_reach_cpu, linear_cell_cpu, nearest_voxel_cpu
 
 SEG = 2048  # voxels per line segment: bounds the per-thread scratch lists
@@ -707,8 +708,8 @@ def row_maxima(H, code, vals, idx):
 
 @njit(parallel=True, cache=True)
 def peaks_from_rows(H, code, vals, idx, radius, coords, values):
-    """Reduce the row maxima to the arg-max of each heatmap and refine it by the weighted
-    centroid (weights ``max(v, 0)``, NaN skipped) of the clipped window around it."""
+    """Reduce the row maxima to the arg-max of each heatmap, then apply the peak rule
+    (:mod:`numvox.votes._peak`: the weighted centroid of the clipped window around it)."""
     B, L, X, Y, Z = H.shape
     N = B * L
     for n in prange(N):
@@ -720,33 +721,8 @@ def peaks_from_rows(H, code, vals, idx, radius, coords, values):
             if idx[n, x] >= 0 and (bx < 0 or vals[n, x] > best):
                 best = vals[n, x]
                 bx = x
-        coords[n, 0] = np.nan
-        coords[n, 1] = np.nan
-        coords[n, 2] = np.nan
-        if bx < 0:  # empty, or only NaN / -inf
-            values[n] = 0.0
-            continue
-        values[n] = best
-        if not (best > 0.0):
-            continue
-        by = idx[n, bx] // Z
-        bz = idx[n, bx] - by * Z
-        sw = 0.0
-        sx = 0.0
-        sy = 0.0
-        sz = 0.0
-        for x in range(max(bx - radius, 0), min(bx + radius + 1, X)):
-            for y in range(max(by - radius, 0), min(by + radius + 1, Y)):
-                for z in range(max(bz - radius, 0), min(bz + radius + 1, Z)):
-                    v = load_f64(H, (b, l, x, y, z), code)
-                    if v > 0.0:
-                        sw += v
-                        sx += v * x
-                        sy += v * y
-                        sz += v * z
-        coords[n, 0] = sx / sw
-        coords[n, 1] = sy / sw
-        coords[n, 2] = sz / sw
+        bi = -1 if bx < 0 else bx * (Y * Z) + idx[n, bx]
+        peak_cpu(H, code, b, l, best, bi, radius, coords, values, n)
 
 
 # ------------------------------------------------------------------ host drivers ---------
@@ -863,10 +839,10 @@ def peaks_host(Hk, code, radius, coords, values, H5):
     """Arg-max + centroid of each heatmap of ``Hk`` (B, L, X, Y, Z; ``H5`` the same heatmaps
     before the half-precision bit view) into ``coords`` (B*L, 3) and ``values`` (B*L,)."""
     N = coords.shape[0]
-    X = int(Hk.shape[2])
+    X, Y, Z = (int(s) for s in Hk.shape[2:])
     vals = np.full((N, X), -np.inf)
     idx = np.full((N, X), -1, np.int64)
-    if X and not _argmax_numpy(H5, vals, idx):
+    if X * Y * Z and not _argmax_numpy(H5, vals, idx):  # an empty heatmap has no arg-max
         launch(row_maxima, Hk, np.int64(code), vals, idx, inputs=(0,))
     launch(peaks_from_rows, Hk, np.int64(code), vals, idx, np.int64(radius), coords, values, inputs=(0,))
 

@@ -8,7 +8,8 @@ the float32 heatmaps with ``cuda.atomic.add``.
 
 ``peaks``: a block-level arg-max reduction in shared memory (each block grid-strides over a
 part of one heatmap), then one block per heatmap reduces the partial results and its thread
-0 computes the centroid of the small window.  Ties resolve to the first voxel in C order,
+0 applies the peak rule of :mod:`numvox.votes._peak` (the centroid of the small window), the
+same device-compiled source as the CPU kernel's.  Ties resolve to the first voxel in C order,
 NaN is skipped, as on the CPU.
 
 Under Numba's CUDA simulator the same kernels run on host arrays with small launches.
@@ -22,6 +23,7 @@ from numba import cuda
 from .._shared._cuda_support import kernel_factory, launch_1d
 from .._shared.backend import cuda_simulated
 from .._shared.halfprec import cuda_loaders
+from ._peak import make_peak, window
 from ._splat import channels, corner, in_reach, linear_cell
 
 _load_f32, _load_f64 = cuda_loaders()
@@ -29,6 +31,8 @@ _channels = cuda.jit(device=True, inline=True)(channels)
 _in_reach = cuda.jit(device=True, inline=True)(in_reach)
 _linear_cell = cuda.jit(device=True, inline=True)(linear_cell)
 _corner = cuda.jit(device=True, inline=True)(corner)
+_window = cuda.jit(device=True, inline=True)(window)
+_peak = cuda.jit(device=True, inline=True)(make_peak(_load_f64, _window))
 
 
 def _sim_input(a):
@@ -159,7 +163,7 @@ def _peak_kernels(threads):
     def finish(H, code, pvals, pidx, radius, coords, values):
         sval = cuda.shared.array(T, np.float64)
         sidx = cuda.shared.array(T, np.int64)
-        L, X, Y, Z = H.shape[1], H.shape[2], H.shape[3], H.shape[4]
+        L = H.shape[1]
         n = cuda.blockIdx.x
         b = n // L
         l = n - b * L
@@ -175,35 +179,7 @@ def _peak_kernels(threads):
         cuda.syncthreads()
         block_reduce(sval, sidx, tid)
         if tid == 0:
-            best = sval[0]
-            bi = sidx[0]
-            coords[n, 0] = math.nan
-            coords[n, 1] = math.nan
-            coords[n, 2] = math.nan
-            if bi < 0:
-                values[n] = 0.0
-            else:
-                values[n] = best
-                if best > 0.0:
-                    bz = bi % Z
-                    by = (bi // Z) % Y
-                    bx = bi // (Y * Z)
-                    sw = 0.0
-                    sx = 0.0
-                    sy = 0.0
-                    sz = 0.0
-                    for x in range(max(bx - radius, 0), min(bx + radius + 1, X)):
-                        for y in range(max(by - radius, 0), min(by + radius + 1, Y)):
-                            for z in range(max(bz - radius, 0), min(bz + radius + 1, Z)):
-                                v = _load_f64(H, (b, l, x, y, z), code)
-                                if v > 0.0:
-                                    sw += v
-                                    sx += v * x
-                                    sy += v * y
-                                    sz += v * z
-                    coords[n, 0] = sx / sw
-                    coords[n, 1] = sy / sw
-                    coords[n, 2] = sz / sw
+            _peak(H, code, b, l, sval[0], sidx[0], radius, coords, values, n)
 
     return partial_argmax, finish
 
