@@ -21,44 +21,43 @@ def _rng():
     return np.random.default_rng(0)
 
 
-def _votes(dtype):
+def _votes(dtype, variants):
     from numvox.votes import aggregate_votes
 
     probs = _rng().random((6, 5, 4, 3)).astype(dtype)
     offsets = (_rng().random((6, 5, 4, 6)) - 0.5).astype(dtype)
-    for splat in ("nearest", "linear"):
+    for splat in ("nearest", "linear")[: 2 if variants else 1]:
         aggregate_votes(probs, offsets, threshold=0.2, splat=splat, backend="cpu")
 
 
-def _peaks(dtype):
+def _peaks(dtype, variants):
     from numvox.votes import heatmap_peaks
 
     heat = _rng().random((2, 6, 5, 4)).astype(dtype)
     heatmap_peaks(heat, backend="cpu")
 
 
-def _labels(dtype):
+def _labels(dtype, variants):
     from numvox.labels import descent_labels
 
     volume = _rng().random((6, 5, 4)).astype(dtype)
-    for border in ("inside", "zero"):
+    for border in ("inside", "zero")[: 2 if variants else 1]:
         descent_labels(volume, border=border, backend="cpu")
 
 
-def _basins(dtype):
+def _basins(dtype, variants):
     from numvox.labels import descent_basins
 
     descent_basins(_rng().random((6, 5, 4)).astype(dtype), backend="cpu")
 
 
-def _correlate(dtype):
+def _correlate(dtype, variants):
     from numvox.correlate import correlate_batch
 
     images = _rng().random((2, 8, 7, 6)).astype(dtype)
     filters = _rng().random((2, 3, 3, 3)).astype(dtype)
-    for reduce in (None, "max"):
-        for normalize in (False, True):
-            correlate_batch(images, filters, reduce=reduce, normalize=normalize, method="direct", backend="cpu")
+    for reduce, normalize in ((None, False), ("max", False), (None, True), ("max", True))[: 4 if variants else 1]:
+        correlate_batch(images, filters, reduce=reduce, normalize=normalize, method="direct", backend="cpu")
 
 
 def _pac_inputs(dtype):
@@ -69,23 +68,24 @@ def _pac_inputs(dtype):
     return x, guide, weight
 
 
-def _pac(dtype):
+def _pac(dtype, variants):
     from numvox.pac import pac_conv
 
     x, guide, weight = _pac_inputs(dtype)
-    for normalize in (False, True):
+    for normalize in (False, True)[: 2 if variants else 1]:
         pac_conv(x, guide, weight, np.zeros(2, dtype), normalize=normalize, backend="cpu")
 
 
-def _pac_backward(dtype):
+def _pac_backward(dtype, variants):
     from numvox.pac import pac_conv_backward
 
     x, guide, weight = _pac_inputs(dtype)
-    for normalize in (False, True):
+    for normalize in (False, True)[: 2 if variants else 1]:
         pac_conv_backward(np.ones_like(x), x, guide, weight, normalize=normalize, backend="cpu")
 
 
-#: operation name -> function(dtype) calling it on a tiny input (CPU kernels)
+#: operation name -> function(dtype, variants) calling it on a tiny input (CPU kernels): with
+#: the default options only, or (``variants``) once per option value that selects other kernels
 OPS = {
     "aggregate_votes": _votes,
     "heatmap_peaks": _peaks,
@@ -138,6 +138,8 @@ def expand(names):
     return out
 
 
-def warm(op, dtype):
-    """Compile (or load from the cache) every CPU kernel ``op`` uses for ``dtype``."""
-    OPS[op](numpy_dtype(dtype))
+def warm(op, dtype, variants=True):
+    """Compile (or load from the cache) the CPU kernels ``op`` uses for ``dtype``: those of
+    every option value that selects its own kernels, or (``variants=False``) those of a call
+    with the default options only (what a first call costs)."""
+    OPS[op](numpy_dtype(dtype), variants)

@@ -109,7 +109,7 @@ def _load_numpy(path, file_path, fmt, name):
         if "allow_pickle" in str(exc) and "Object arrays" in str(exc):
             raise UserError(f"{name} file {file_path!r} holds Python objects, not numbers; numvox reads "
                             "numeric arrays only") from None
-        raise UserError(f"{name} file {file_path!r} is not a NumPy {fmt} file") from None
+        raise UserError(f"cannot read {name} file {file_path!r}: it is not a NumPy {fmt} file") from None
     except OSError as exc:
         raise UserError(f"cannot read {name} file {file_path!r}: {exc}") from None
     if isinstance(data, np.ndarray):
