@@ -206,12 +206,28 @@ def task_products(FI, FF, loc, prod):
 def task_max(r, keep, vals):
     """``vals[p] = max(r[p, :, :keep, :])`` for ``p < len(vals)``: the maximum of each pair's
     map in an engine's output ``r`` (G, A, R, B), whose real-transform axis ``R`` holds
-    ``keep`` wanted outputs (the rest is the transform's padding).  Runs without the GIL."""
+    ``keep`` wanted outputs (the rest is the transform's padding).  With ``B == 1`` (the
+    usual layout: the real transform along the last axis) 16 running maxima, one per lane,
+    let the compiler vectorise the contiguous rows (about 3x faster than one running
+    maximum).  Runs without the GIL."""
     A, B = r.shape[1], r.shape[3]
+    lanes = np.empty(16, dtype=r.dtype)
     for p in range(vals.shape[0]):
-        m = r[p, 0, 0, 0]
+        lanes[:] = r[p, 0, 0, 0]
         for a in range(A):
-            for j in range(keep):
-                for b in range(B):
-                    m = max(m, r[p, a, j, b])
-        vals[p] = m
+            if B == 1:
+                j0 = 0
+                while j0 + 16 <= keep:
+                    for k in range(16):
+                        v = r[p, a, j0 + k, 0]
+                        lanes[k] = v if v > lanes[k] else lanes[k]
+                    j0 += 16
+                for j in range(j0, keep):
+                    v = r[p, a, j, 0]
+                    lanes[0] = v if v > lanes[0] else lanes[0]
+            else:
+                for j in range(keep):
+                    for b in range(B):
+                        v = r[p, a, j, b]
+                        lanes[0] = v if v > lanes[0] else lanes[0]
+        vals[p] = lanes.max()
