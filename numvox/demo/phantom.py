@@ -39,7 +39,7 @@ def _rotation(rng, max_deg):
     return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * (k @ k)
 
 
-def generate_phantom(seed=0, shape=DEFAULT_SHAPE):
+def generate_phantom(seed=0, shape=DEFAULT_SHAPE, scale=None):
     """Generate a phantom volume and its landmarks.
 
     Parameters
@@ -47,8 +47,12 @@ def generate_phantom(seed=0, shape=DEFAULT_SHAPE):
     seed : int
         Random seed (non-negative); the same seed always gives the same phantom.
     shape : tuple of 3 ints
-        Volume shape; each axis at least 16.  The anatomy scales with the smallest axis
-        (it was designed, and the bundled model trained, at 32³).
+        Volume shape; each axis at least 16.
+    scale : float or None
+        Size of the anatomy relative to its design at 32³ (where the bundled model was
+        trained): ``1.0`` keeps that size in any volume (a larger volume is then a larger
+        field of view, which the model handles); None scales it with the smallest axis,
+        ``min(shape) / 32``.
 
     Returns
     -------
@@ -69,8 +73,10 @@ def generate_phantom(seed=0, shape=DEFAULT_SHAPE):
         raise ValueError(f"shape must be 3 ints, each >= 16; got {shape}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
+    if scale is not None and not (np.isfinite(scale) and 0 < scale <= min(shape) / 32.0):
+        raise ValueError(f"scale must be in (0, min(shape) / 32 = {min(shape) / 32.0:g}]; got {scale!r}")
     rng = np.random.default_rng(int(seed))
-    unit = min(shape) / 32.0
+    unit = min(shape) / 32.0 if scale is None else float(scale)
 
     rot = _rotation(rng, MAX_ROTATION_DEG)
     centre = (np.array(shape, dtype=np.float64) - 1) / 2 + rng.uniform(-2.0, 2.0, size=3) * unit

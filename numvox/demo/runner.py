@@ -6,9 +6,12 @@ TensorFlow, the model's output tensors go into numvox as they are (DLPack: no co
 way in, see :mod:`numvox.tf`).
 """
 
+import glob
 import importlib.util
 import os
+import re
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -24,6 +27,74 @@ def tensorflow_available():
         return importlib.util.find_spec("tensorflow") is not None
     except (ImportError, ValueError):
         return False
+
+
+# TensorFlow's C++ log levels (TF_CPP_MIN_LOG_LEVEL) and the letters that start its lines
+_SEVERITY = {"I": 0, "W": 1, "E": 2, "F": 3}
+_LOG_LINE = re.compile(r"^([IWEF])\d{4} ")
+_ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
+
+
+def _nvidia_device_present():
+    """True when the machine shows an NVIDIA GPU (Linux device nodes, or WSL's GPU bridge)."""
+    return bool(glob.glob("/dev/nvidia[0-9]*")) or os.path.exists("/dev/dxg")
+
+
+def _tensorflow_log_lines(text, level):
+    """The lines of TensorFlow's start-up output at or above ``level`` (see quiet_tensorflow_logs)."""
+    keep, shown = [], True
+    for line in text.splitlines(keepends=True):
+        if line.rstrip("\n") == _ABSL_PREAMBLE:
+            continue
+        m = _LOG_LINE.match(line)
+        if m:
+            shown = _SEVERITY[m.group(1)] >= level
+        if shown:  # a line that starts no record continues the previous one
+            keep.append(line)
+    return "".join(keep)
+
+
+def quiet_tensorflow_logs():
+    """Import TensorFlow with its C++ log held to ``TF_CPP_MIN_LOG_LEVEL``, which the demo sets.
+
+    Unless the user set ``TF_CPP_MIN_LOG_LEVEL``, the demo sets it to 3 (fatal errors only)
+    on a machine without an NVIDIA GPU, where TensorFlow's only messages are start-up notes
+    and ``failed call to cuInit`` (there is no GPU to find), and to 2 (errors) where a GPU
+    is present, so that a GPU TensorFlow cannot use is still reported.
+
+    TensorFlow 2.20 and later log a few lines while being imported, before their logger is
+    set up (``WARNING: All log messages before absl::InitializeLog()...`` and the oneDNN
+    note), and those ignore the variable.  So the import runs with the process's stderr
+    (file descriptor 2) captured, and what TensorFlow wrote is then passed on to stderr
+    without the records below the level and without that preamble; every other line
+    (Python warnings, tracebacks) passes unchanged.  Does nothing when TensorFlow is
+    already imported.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    if "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2" if _nvidia_device_present() else "3"
+    try:
+        level = int(os.environ["TF_CPP_MIN_LOG_LEVEL"])
+    except ValueError:
+        level = 0
+    sys.stderr.flush()
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        saved = os.dup(2)
+        try:
+            os.dup2(capture.fileno(), 2)
+            try:
+                import tensorflow  # noqa: F401
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+        finally:
+            os.close(saved)
+            capture.seek(0)
+            text = _tensorflow_log_lines(capture.read().decode("utf-8", "replace"), level)
+            if text:
+                sys.stderr.write(text)
+                sys.stderr.flush()
 
 
 _MODEL = []
@@ -61,7 +132,7 @@ def _run_model(volume):
 
 
 def run_demo(seed=0, volume=None, *, use_model=None, threshold=0.5, splat="linear", radius=1,
-             out_dir=".", png=True, shape=DEFAULT_SHAPE, log=print):
+             out_dir=".", png=True, shape=DEFAULT_SHAPE, log=None):
     """Run the demo once and return its result dict.
 
     Parameters
@@ -81,6 +152,12 @@ def run_demo(seed=0, volume=None, *, use_model=None, threshold=0.5, splat="linea
         Where the PNG goes.
     png : bool
         Write the PNG (when matplotlib is importable).
+    shape : tuple of 3 ints
+        Phantom shape (ignored when ``volume`` is given).  The anatomy keeps the size the
+        model was trained at (32³), so a larger shape is a larger field of view.
+    log : callable or None
+        Takes the demo's notes (such as "matplotlib is not installed"); None prints them to
+        stderr, so that stdout carries only what the caller prints.
 
     Returns
     -------
@@ -92,12 +169,14 @@ def run_demo(seed=0, volume=None, *, use_model=None, threshold=0.5, splat="linea
     """
     import numvox
 
+    if log is None:
+        log = _to_stderr
     timings = {}
     if use_model is None:
         use_model = tensorflow_available()
     if volume is None:
         t0 = time.perf_counter()
-        volume, true = generate_phantom(seed, shape)
+        volume, true = generate_phantom(seed, shape, scale=min(1.0, min(shape) / DEFAULT_SHAPE[0]))
         timings["phantom"] = time.perf_counter() - t0
         label = f"phantom seed {seed}"
     else:
@@ -125,7 +204,12 @@ def run_demo(seed=0, volume=None, *, use_model=None, threshold=0.5, splat="linea
         from .standin import standin_outputs
 
         t0 = time.perf_counter()
-        probs, offsets = standin_outputs(true, volume.shape, seed=seed, radius=DEFAULT_RADIUS)
+        probs, offsets = standin_outputs(true, volume.shape, seed=seed, radius=DEFAULT_RADIUS, dtype=np.float32)
+        # The model's layout: float32 heads with a batch axis of one.  Kernels compile per
+        # dtype and number of dimensions, so the same layout reuses the votes and peaks
+        # kernels the model path compiled (or loaded from Numba's cache) instead of
+        # compiling a float16, batch-less variant.
+        probs, offsets = probs[None], offsets[None]
         timings["model"] = time.perf_counter() - t0
         mode = "stand-in"
         n_lm = true.shape[0]
@@ -169,7 +253,7 @@ def run_demo(seed=0, volume=None, *, use_model=None, threshold=0.5, splat="linea
     result = {
         "landmarks": landmarks,
         "timings_s": {k: round(v, 6) for k, v in timings.items()},
-        "mean_error_voxels": None if not errors else (round(float(np.mean(errors)), 3) if np.all(np.isfinite(errors)) else None),
+        "mean_error_voxels": (round(float(np.mean(errors)), 3) if errors and np.all(np.isfinite(errors)) else None),
         "mode": mode,
         "input": label,
         "shape": list(volume.shape),
@@ -186,10 +270,14 @@ def run_demo(seed=0, volume=None, *, use_model=None, threshold=0.5, splat="linea
             os.makedirs(out_dir, exist_ok=True)
             stem = f"numvox-demo-seed{seed}" if true is not None else "numvox-demo-volume"
             path = os.path.join(out_dir, stem + ".png")
-            title = f"numvox demo: {label}, {mode}; heatmap in cyan-magenta, green o = true, red + = found"
+            title = f"numvox demo: {label} {volume.shape}, outputs from the {mode}; green o = true, red + = found"
             save_figure(path, volume, heat, true, coords, names, title=title)
             result["png"] = os.path.abspath(path)
     return result
+
+
+def _to_stderr(*parts):
+    print(*parts, file=sys.stderr, flush=True)
 
 
 def format_report(result):
