@@ -166,7 +166,8 @@ def cases(quick, backend):
     )
     yield Case(
         f"aggregate_votes {n}^3 L=3 spheres, linear",
-        numvox=_timed("sph_lin", lambda: numvox.aggregate_votes(probs, offsets, splat="linear", backend=backend), peak=True),
+        numvox=_timed("sph_lin", lambda: numvox.aggregate_votes(probs, offsets, splat="linear", backend=backend),
+                      peak=True),
         baselines=[Baseline("probs.sum(); offsets.sum()", lambda: read_floor(probs, offsets), repeat=3)],
     )
     heat = np.asarray(numvox.aggregate_votes(probs, offsets, splat="linear", backend=backend))
@@ -175,15 +176,15 @@ def cases(quick, backend):
         numvox=lambda: numvox.heatmap_peaks(heat, backend=backend),
         baselines=[Baseline("np.argmax + window centroid", lambda: numpy_peaks(heat), repeat=3)],
     )
-    del heat
+    heat = None
     p16, o16 = probs.astype(np.float16), offsets.astype(np.float16)
-    del probs, offsets
+    probs = offsets = None  # free the inputs (the timed closures are done with them)
     yield Case(
         f"aggregate_votes {n}^3 L=3 spheres, float16 inputs, nearest",
         numvox=_timed("f16", lambda: numvox.aggregate_votes(p16, o16, backend=backend), peak=True),
         baselines=[Baseline("np.nonzero + np.bincount (float16)", lambda: numpy_bincount(p16, o16), repeat=2)],
     )
-    del p16, o16
+    p16 = o16 = None
 
     probs, offsets = uniform_inputs(shape, L)
     frac_u = float((probs[..., 1:] >= 0.5).mean())
@@ -201,7 +202,7 @@ def cases(quick, backend):
         cpu_seconds(lambda: numpy_bincount(probs, offsets), 2, threads=1),
         cpu_seconds(lambda: read_floor(probs, offsets), 3, threads=1),
     )
-    del probs, offsets
+    probs = offsets = None  # free the inputs (the timed closures are done with them)
 
     lines = [
         "",

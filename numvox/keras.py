@@ -13,9 +13,9 @@ kernel and the bias.  The kernels run where the inputs live (CPU, or CUDA on a G
 result to its compute dtype.  This module imports TensorFlow; ``import numvox`` does not.
 """
 
+import keras
 import numpy as np
 import tensorflow as tf
-import keras
 
 from numvox._shared.backend import BACKENDS
 from numvox._shared.validate import as_int_tuple, check_number

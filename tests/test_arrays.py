@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from numvox._shared import arrays, backend as nvbackend
+from numvox._shared import arrays
+from numvox._shared import backend as nvbackend
 from numvox._shared.arrays import Call, kind_of
 from numvox._shared.backend import CudaUnavailableError, resolve_backend
 

@@ -11,9 +11,10 @@ from hypothesis import strategies as st
 da = pytest.importorskip("dask.array")
 distributed = pytest.importorskip("distributed")
 
+from reference import ref_basins  # noqa: E402
+
 import numvox  # noqa: E402
 import numvox.dask as nd  # noqa: E402
-from reference import ref_basins
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,8 @@ def _problems():
         "descent_basins": ({"volume": rng.integers(0, 6, (4, 3, 5)).astype(f32)}, {}),
         "correlate_batch": ({"images": rng.normal(size=(2, 5, 4)).astype(f32),
                              "filters": rng.normal(size=(3, 3, 2)).astype(f32)}, {}),
-        "pac_conv": ({"x": rng.normal(size=(1, 5, 4, 2)).astype(f32), "guide": rng.normal(size=(1, 5, 4, 2)).astype(f32),
+        "pac_conv": ({"x": rng.normal(size=(1, 5, 4, 2)).astype(f32),
+                      "guide": rng.normal(size=(1, 5, 4, 2)).astype(f32),
                       "weight": rng.normal(size=(3, 3, 2, 3)).astype(f32)}, {}),
         "pac_conv_backward": ({"grad_out": rng.normal(size=(1, 5, 4, 3)).astype(f32),
                                "x": rng.normal(size=(1, 5, 4, 2)).astype(f32),
@@ -62,7 +63,8 @@ def _as_list(result):
 
 
 @pytest.mark.parametrize("name,arg", ARGUMENTS)
-@pytest.mark.parametrize("bad", [None, object(), {"a": 1}, "abc", b"xy"], ids=["None", "object", "dict", "str", "bytes"])
+@pytest.mark.parametrize("bad", [None, object(), {"a": 1}, "abc", b"xy"],
+                         ids=["None", "object", "dict", "str", "bytes"])
 def test_non_arrays_raise_typeerror_naming_the_argument(name, arg, bad):
     arrays, opts = PROBLEMS[name]
     with pytest.raises(TypeError, match=arg):

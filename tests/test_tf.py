@@ -81,11 +81,13 @@ def test_aggregate_votes_graph_partial_shapes_and_batch():
     _require("numvox.votes", "aggregate_votes")
     rng = np.random.default_rng(2)
     p, o = _votes_inputs(rng, batch=2)
-    sig = [tf.TensorSpec([None, None, None, None, 4], tf.float32), tf.TensorSpec([None, None, None, None, 9], tf.float32)]
+    sig = [tf.TensorSpec([None, None, None, None, 4], tf.float32),
+           tf.TensorSpec([None, None, None, None, 9], tf.float32)]
     out, traced = _graph(ntf.aggregate_votes, tf.constant(p), tf.constant(o), signature=sig, splat="linear")
     assert _static(traced) == (None, 3, None, None, None)
     assert out.shape == (2, 3, 7, 6, 5)
-    np.testing.assert_allclose(out.numpy()[1], ntf.aggregate_votes(p[1], o[1], splat="linear").numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(out.numpy()[1], ntf.aggregate_votes(p[1], o[1], splat="linear").numpy(),
+                               rtol=1e-6, atol=1e-6)
     sig = [tf.TensorSpec(None, tf.float32), tf.TensorSpec(None, tf.float32)]  # unknown rank
     out, traced = _graph(ntf.aggregate_votes, tf.constant(p), tf.constant(o), signature=sig)
     assert traced.shape.rank is None and out.shape == (2, 3, 7, 6, 5)

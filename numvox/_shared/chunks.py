@@ -6,7 +6,7 @@ import itertools
 
 import numpy as np
 
-from .arrays import REFUSED_KINDS, READABLE, is_dask
+from .arrays import READABLE, REFUSED_KINDS, is_dask
 from .halfprec import NATIVE, half_code
 
 

@@ -5,7 +5,7 @@ import numbers
 
 import numpy as np
 
-from .halfprec import half_code, NATIVE
+from .halfprec import NATIVE, half_code
 
 
 def describe_dtype(dtype):
