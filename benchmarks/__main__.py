@@ -1,6 +1,7 @@
 """Run numvox's benchmarks: ``python -m benchmarks [NAME ...] [--quick] [--backend cuda]``.
 
-NAME picks modules ``benchmarks/bench_NAME.py`` (all by default).  Results are printed and
+NAME picks modules ``benchmarks/bench_NAME.py``, or ``roofline`` (``benchmarks/roofline.py``:
+the machine's limits and every CPU kernel against them); all by default.  Results are printed and
 written into ``benchmarks/RESULTS.md``: each module owns one section, replaced in place, so
 running one module leaves the other sections as they were.
 """
@@ -26,8 +27,12 @@ reused memory cannot hide a peak). Each section names the machine and date it wa
 """
 
 
+SECTIONS = ("roofline",)  # modules without the bench_ prefix that write their whole section
+
+
 def available():
-    return sorted(p.stem[len("bench_"):] for p in HERE.glob("bench_*.py"))
+    names = [p.stem[len("bench_"):] for p in HERE.glob("bench_*.py")]
+    return sorted(names + [n for n in SECTIONS if (HERE / f"{n}.py").exists()])
 
 
 def update_results(name, section_text, path=RESULTS):
@@ -53,8 +58,10 @@ def _update_results_locked(name, section_text, path):
 def run_module(name, quick, backend):
     from ._harness import machine_description, markdown_table, run_case
 
-    module = importlib.import_module(f"benchmarks.bench_{name}")
+    module = importlib.import_module(f"benchmarks.{name}" if name in SECTIONS else f"benchmarks.bench_{name}")
     print(f"== {module.SECTION} ({name})", flush=True)
+    if name in SECTIONS:
+        return module.section(quick=quick, backend=backend, log=lambda s: print(s, flush=True))
     rows = []
     for case in module.cases(quick=quick, backend=backend):
         rows.extend(run_case(case, log=lambda s: print(s, flush=True)))

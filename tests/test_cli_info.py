@@ -73,3 +73,18 @@ def test_benchmark_runner_writes_its_section(tmp_path, repo_benchmarks):
     assert "## Other\nkept" in text and "## Harness self-check" in text and "numpy.sum" in text
     assert main(["selfcheck", "--quick", "--output", str(results)]) == 0
     assert results.read_text().count("<!-- bench:selfcheck -->") == 1
+
+
+def test_roofline_section_quick(tmp_path, repo_benchmarks, monkeypatch):
+    """The roofline section is written by the runner (quick sizes; no timing asserted)."""
+    import benchmarks.roofline as roofline
+    from benchmarks.__main__ import main
+
+    monkeypatch.setattr(roofline, "_pac_rows", lambda quick: iter(()))  # PAC compiles for minutes cold
+    results = tmp_path / "RESULTS.md"
+    assert main(["roofline", "--quick", "--output", str(results)]) == 0
+    text = results.read_text()
+    assert "<!-- bench:roofline -->" in text and "## Roofline" in text
+    for kernel in ("stream copy", "FMA peak", "aggregate_votes", "descent_labels", "correlate_batch direct",
+                   "correlate_batch FFT"):
+        assert kernel in text

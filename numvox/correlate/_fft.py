@@ -206,6 +206,36 @@ def _task_sizes(N, K, lay, csize):
     return ga, gb
 
 
+def path_costs(geom, csize):
+    """``(flops, bytes)`` of the CPU FFT path for ``geom`` with complex items of ``csize``
+    bytes: the roofline model of the benchmarks.
+
+    Flops: forward real transforms (``2.5 P log2 P`` each), per pair the spectra products
+    (8 per complex multiply-add), the pruned inverse transforms (``5 n log2 n`` per complex
+    line, ``2.5 n log2 n`` per complex-to-real line) and one compare per output.  Bytes: the
+    inputs once, the spectra each task reads (the filters' once per image group, the images'
+    once per filter group) and the results.
+    """
+    lay = layout(geom)
+    N, K = geom.N, geom.K
+    fwd = (N * lay.Sc + K * lay.sc) * 2.5 * lay.P * math.log2(max(lay.P, 2))
+    terms = sum(1 for o in range(lay.Oc) for i in range(lay.sc) if 0 <= o + lay.loc + i < lay.Sc)
+    inverse, dims = 0.0, list(lay.half)
+    for step, ax in enumerate(lay.order):
+        n = lay.F[ax]
+        lines = math.prod(dims) // dims[ax]
+        inverse += lines * (2.5 if step == len(lay.order) - 1 else 5.0) * n * math.log2(max(n, 2))
+        dims[ax] = lay.O[ax]
+    per_pair = 8 * terms * lay.M + lay.Oc * inverse + math.prod(geom.O)
+    ga, gb = _task_sizes(N, K, lay, csize)
+    tasks = -(-N // ga) * -(-K // gb)
+    spectra = tasks * (gb * lay.sc + ga * lay.Sc) * lay.M * csize
+    fsize = csize // 2
+    items = N * math.prod(geom.S) * geom.C + K * math.prod(geom.s) * geom.C
+    nbytes = items * fsize + spectra + N * K * fsize
+    return fwd + N * K * per_pair, nbytes
+
+
 def _run_host(I, img_cf, FF, ssd, geom, lay, ftype, reduce, out, values, flat_pos, bar):
     """CPU driver: image blocks; in each, tasks (filter group outer, so that a group's spectra
     stay in cache while the images pass) shared by one worker thread per Numba thread."""
