@@ -113,18 +113,6 @@ def cases(quick, backend):
                 ]),
                 repeat=5,
             )
-    if not quick:  # the whole seed problem once, on the seed's own float64 data
-        big_i, big_f = rng.random((500, 96, 96, 3)), rng.random((1000, 96, 96, 3))
-        yield Case(
-            f"full seed problem 500 x 1000 of (96, 96, 3), reduce='max', float64, {engines[0]} engine",
-            numvox=_timed("nv-full", _with_engine(engines[0], lambda: numvox.correlate_batch(
-                big_i, big_f, reduce="max", backend=backend))),
-            baselines=[Baseline("seed code, float64 data", lambda: seed_cdist_max(big_i[: sub[0]], big_f[: sub[1]]),
-                                repeat=3, scale=500 * 1000 / (sub[0] * sub[1]),
-                                note=f"run on {sub[0]} x {sub[1]} pairs, time x{500 * 1000 / (sub[0] * sub[1]):g}")],
-            repeat=1,
-            note="first call includes FFTW's planning (FFTW_MEASURE, once per shape)",
-        )
 
     # -- 2. small filters: CNN-style 3x3x3 ------------------------------------------------
     NV, KF, D = (4, 8, 32) if quick else (16, 32, 64)
@@ -168,9 +156,6 @@ def cases(quick, backend):
             nv = _med(f"nv-{name}-{engine}", skip_first=True) / (N * K)
             lines.append(f"- {name}, {engine} engine: numvox {nv * full_pairs:.0f} s ({nv * full_pairs / 60:.1f} min) "
                          f"vs the seed's code {sd * full_pairs / 3600:.1f} h ({sd / nv:.0f}x).")
-    if "nv-full" in _TIMES:
-        lines.append(f"- measured, whole problem, float64 data, {engines[0]} engine: {_med('nv-full'):.0f} s "
-                     f"(median of {len(_TIMES['nv-full'])} calls; CPU time {_med('cpu:nv-full'):.0f} s).")
     lines += ["", "CPU time per pair (process time, all threads; robust to other load on the machine, "
               "which inflates wall times: on an idle 2-core machine the wall-time speed-up should be up to "
               "2x this CPU-time ratio, numvox using both cores and the seed's code one):", ""]
