@@ -105,8 +105,9 @@ def test_standin_outputs_shapes_dtypes_and_probability_simplex():
 def test_demo_stand_in_cli_json_and_png(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     assert main(["demo", "--stand-in", "--seed", "4", "--json", "--out", str(tmp_path)]) == 0
-    out = capsys.readouterr().out.strip().splitlines()
-    result = json.loads(out[-1])  # one JSON object, last on stdout
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)  # stdout is the JSON object and nothing else
+    table = captured.err.splitlines()
     assert set(result["timings_s"]) >= {"model", "votes", "peaks"}
     assert len(result["landmarks"]) == 3
     _, lms = generate_phantom(4)
@@ -118,8 +119,8 @@ def test_demo_stand_in_cli_json_and_png(tmp_path, capsys):
     assert result["mode"] == "stand-in"
     png = tmp_path / "numvox-demo-seed4.png"
     assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert any("error [voxels]" in line for line in out)
-    assert any(line.startswith("timings:") for line in out)
+    assert any("error [voxels]" in line for line in table)
+    assert any(line.startswith("timings:") for line in table)
 
 
 @needs_votes
@@ -128,13 +129,13 @@ def test_demo_without_tensorflow_uses_the_stand_in(tmp_path):
     code = (
         "import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None\n"
         "from numvox.cli import main\n"
-        f"rc = main(['demo', '--json', '--no-png', '--seed', '7'])\n"
+        "rc = main(['demo', '--json', '--no-png', '--seed', '7'])\n"
         "assert 'tensorflow' not in sys.modules or sys.modules['tensorflow'] is None\n"
         "sys.exit(rc)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = json.loads(proc.stdout)
     assert result["mode"] == "stand-in" and len(result["landmarks"]) == 3
     code = code.replace("'--seed', '7'", "'--volume', 'v.npy'")
     np.save(tmp_path / "v.npy", np.zeros((16, 16, 16), np.float32))
@@ -171,7 +172,7 @@ def test_demo_on_a_user_volume(tmp_path, capsys):
     vol, lms = generate_phantom(11, (40, 36, 32))  # not a multiple of 8 on every axis: padded
     np.save(tmp_path / "vol.npy", vol)
     assert main(["demo", "--volume", str(tmp_path / "vol.npy"), "--json", "--out", str(tmp_path)]) == 0
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    result = json.loads(capsys.readouterr().out)
     assert result["shape"] == [40, 36, 32] and result["mode"] == "model"
     found = np.array([e["found"] for e in result["landmarks"]], dtype=float)
     assert all(e["true"] is None and e["error_voxels"] is None for e in result["landmarks"])
@@ -183,10 +184,134 @@ def test_training_script_runs(tmp_path, capsys):
     """The documented re-training command (its main()), for two tiny steps."""
     from numvox.demo.train import main as train_main
 
-    args = ["--steps", "2", "--batch", "1", "--shape", "16", "16", "16", "--eval-every", "2", "--eval-seeds", "1", "--out", str(tmp_path)]
+    args = ["--steps", "2", "--batch", "1", "--shape", "16", "16", "16", "--eval-every", "2", "--eval-seeds", "1",
+            "--out", str(tmp_path)]
     assert train_main(args) == 0
     assert "eval step 2" in capsys.readouterr().out
     assert (tmp_path / "landmark_unet.weights.h5").exists()
     meta = json.loads((tmp_path / "landmark_unet.json").read_text())
     assert meta["config"]["shape"] == [16, 16, 16] and meta["training"]["steps_done"] == 2
     assert meta["training"]["mixed_float16"] is False and meta["training"]["jit_compile"] is False  # CPU defaults
+
+
+# ---- the command line's output, --size, the figure -----------------------------------------
+
+
+@needs_votes
+def test_demo_json_stdout_is_only_json(tmp_path):
+    """`numvox demo --json | python -m json.tool`: stdout parses as one JSON document."""
+    code = "import sys; from numvox.cli import main; sys.exit(main(sys.argv[1:]))"
+    args = ["demo", "--stand-in", "--json", "--seed", "2", "--out", str(tmp_path)]
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=600,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["mode"] == "stand-in" and result["shape"] == [32, 32, 32]
+    assert "error [voxels]" in proc.stderr and "figure:" in proc.stderr  # the table went to stderr
+    assert result["png"] and (tmp_path / "numvox-demo-seed2.png").exists()
+
+
+@needs_votes
+def test_demo_size_runs_a_larger_phantom_with_the_same_anatomy(capsys):
+    assert main(["demo", "--stand-in", "--size", "48", "--seed", "5", "--json", "--no-png"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["shape"] == [48, 48, 48]
+    _, lms32 = generate_phantom(5)
+    _, lms48 = generate_phantom(5, (48, 48, 48), scale=1.0)
+    # the anatomy keeps its size: the same landmarks, moved with the volume's centre
+    np.testing.assert_allclose(lms48 - 23.5, lms32 - 15.5, atol=1e-12)
+    for lm, entry in enumerate(result["landmarks"]):
+        np.testing.assert_allclose(entry["true"], lms48[lm], atol=1e-3)
+        assert entry["error_voxels"] < 1.0
+    assert main(["demo", "--size", "8"]) == 2
+    assert "--size" in capsys.readouterr().err
+
+
+def test_phantom_scale_is_checked():
+    with pytest.raises(ValueError, match="scale"):
+        generate_phantom(0, (32, 32, 32), scale=2.0)
+    with pytest.raises(ValueError, match="scale"):
+        generate_phantom(0, (32, 32, 32), scale=0.0)
+    a, la = generate_phantom(0)
+    b, lb = generate_phantom(0, scale=1.0)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(la, lb)
+
+
+@needs_votes
+def test_figure_panels_show_overview_heatmaps_and_errors():
+    pytest.importorskip("matplotlib")
+    import numvox
+    from numvox.demo.plot import HALF_WINDOW, build_figure
+
+    result = run_demo(1, use_model=False, png=False)
+    vol, lms = generate_phantom(1)
+    probs, offsets = standin_outputs(lms, vol.shape, seed=1, dtype=np.float32)
+    heat = np.asarray(numvox.aggregate_votes(probs, offsets))
+    found = np.array([e["found"] for e in result["landmarks"]], dtype=float)
+    fig = build_figure(vol, heat, lms, found, list(LANDMARK_NAMES))
+    L = len(LANDMARK_NAMES)
+    images = [ax for ax in fig.axes if ax.get_images() and ax.get_label() != "<colorbar>"]
+    colorbars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert len(images) == 3 * (L + 1) and len(colorbars) == L + 1
+    titles = [ax.get_title() for ax in images]
+    assert sum("maximum along" in t for t in titles[:2]) == 2  # the whole volume's MIPs
+    mip = images[0]
+    assert mip.get_images()[0].get_array().shape == (32, 32)
+    assert len([line for line in mip.get_lines() if line.get_marker() == "+"]) == L  # every landmark found
+    for lm in range(L):
+        row = images[3 * (lm + 1): 3 * (lm + 2)]
+        for ax in row[1:]:  # close-ups: heatmap visible, error value in the title
+            img = ax.get_images()[0].get_array()
+            assert img.shape == (2 * HALF_WINDOW + 1,) * 2 and float(img.max()) > 0
+            assert f"error {result['landmarks'][lm]['error_voxels']:.2f}" in ax.get_title()
+            assert any(getattr(t, "arrow_patch", None) is not None for t in ax.texts)  # true -> found
+
+
+def test_tensorflow_start_up_log_lines_are_held_to_the_level():
+    from numvox.demo.runner import _ABSL_PREAMBLE, _tensorflow_log_lines
+
+    text = (f"{_ABSL_PREAMBLE}\n"
+            "I0000 00:00:1.0  1 port.cc:153] oneDNN custom operations are on.\n"
+            "W0000 00:00:1.0  1 thing.cc:1] a warning\n"
+            "E0000 00:00:1.0  1 cuda_platform.cc:52] failed call to cuInit: (303)\n"
+            "  continued error line\n"
+            "/path/x.py:1: UserWarning: from Python\n")
+    assert _tensorflow_log_lines(text, 3) == ""
+    assert _tensorflow_log_lines(text, 2) == ("E0000 00:00:1.0  1 cuda_platform.cc:52] failed call to cuInit: (303)\n"
+                                              "  continued error line\n/path/x.py:1: UserWarning: from Python\n")
+    assert _tensorflow_log_lines(text, 0) == text.split("\n", 1)[1]
+    assert _tensorflow_log_lines("Traceback (most recent call last):\n", 3) == "Traceback (most recent call last):\n"
+
+
+def test_training_means_ignore_missing_landmarks_without_warnings():
+    import warnings
+
+    from numvox.demo.train import found_mean_errors
+
+    errs = np.array([[1.0, np.nan, 2.0], [3.0, np.nan, np.nan]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        total, per = found_mean_errors(errs)
+        nothing, per_nothing = found_mean_errors(np.full((2, 3), np.nan))
+    assert total == 2.0
+    np.testing.assert_array_equal(per, [2.0, np.nan, 2.0])
+    assert np.isnan(nothing) and np.isnan(per_nothing).all()
+
+
+@needs_tf
+@needs_votes
+def test_stand_in_reuses_the_kernels_the_model_path_compiled():
+    """The stand-in hands numvox the model's layout, so no new kernel signature appears."""
+    from numba.core.registry import CPUDispatcher
+
+    def signatures():
+        return {(name, attr): len(obj.signatures) for name, mod in list(sys.modules.items())
+                if name.startswith("numvox.") for attr, obj in list(vars(mod).items())
+                if isinstance(obj, CPUDispatcher)}
+
+    run_demo(0, use_model=True, png=False)
+    before = signatures()
+    run_demo(0, use_model=False, png=False)
+    after = signatures()
+    assert {k: v for k, v in after.items() if before.get(k) != v} == {}

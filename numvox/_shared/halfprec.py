@@ -25,35 +25,45 @@ from numba.extending import overload
 
 NATIVE, FLOAT16, BFLOAT16 = 0, 1, 2
 
-# 2**(e - 25) for the 5-bit binary16 exponent e; 2**(e - 134) for the 8-bit bfloat16 one.
-_F16_SCALE = np.array([math.ldexp(1.0, e - 25) for e in range(32)], dtype=np.float64)
-_BF16_SCALE = np.array([math.ldexp(1.0, e - 134) for e in range(256)], dtype=np.float64)
+# Decoding without branches: each variable of a decoder is assigned once, so the kernels
+# that inline it (``inline="always"``, several times per kernel) get no merged (phi)
+# variables from it, which Numba's SSA pass flags as NumbaIRAssumptionWarning.  Per exponent
+# field ``e`` (all ones: infinity or NaN):
+#   value = (_LEAD[e] + mant) * _SCALE[e] + _NAN[e * (mant != 0)]
+# _LEAD: the implicit leading bit (0 for subnormals, whose scale is that of e = 1);
+# _SCALE: 2**(e - 25) for binary16, 2**(e - 134) for bfloat16, infinite at e = all ones;
+# _NAN: NaN only at e = all ones (indexed there only when the mantissa is non-zero), 0 else;
+# inf + NaN is a quiet NaN (no invalid-operation flag, so no NumPy warning in the CUDA
+# simulator).  The sign bit is applied last with copysign, so -0.0 and negative NaNs keep it.
+
+
+def _tables(exp_bits, mant_bits, bias):
+    top = (1 << exp_bits) - 1
+    lead = np.array([0.0] + [float(1 << mant_bits)] * top)
+    scale = np.array([math.ldexp(1.0, max(e, 1) - bias - mant_bits) for e in range(top)] + [np.inf])
+    nan = np.zeros(top + 1)
+    nan[top] = np.nan
+    return lead, scale, nan
+
+
+_F16_LEAD, _F16_SCALE, _F16_NAN = _tables(5, 10, 15)
+_BF16_LEAD, _BF16_SCALE, _BF16_NAN = _tables(8, 7, 127)
 
 
 def _decode_f16(bits):
     h = np.int64(bits)
     exp = (h >> 10) & 0x1F
     mant = h & 0x3FF
-    if exp == 0x1F:
-        value = np.inf if mant == 0 else np.nan
-    elif exp == 0:
-        value = mant * _F16_SCALE[1]  # subnormal: mant * 2**-24
-    else:
-        value = (mant + 1024) * _F16_SCALE[exp]
-    return -value if (h >> 15) & 1 else value
+    value = (_F16_LEAD[exp] + mant) * _F16_SCALE[exp] + _F16_NAN[exp * np.int64(mant != 0)]
+    return math.copysign(value, 0.5 - ((h >> 15) & 1))
 
 
 def _decode_bf16(bits):
     h = np.int64(bits)
     exp = (h >> 7) & 0xFF
     mant = h & 0x7F
-    if exp == 0xFF:
-        value = np.inf if mant == 0 else np.nan
-    elif exp == 0:
-        value = mant * _BF16_SCALE[1]
-    else:
-        value = (mant + 128) * _BF16_SCALE[exp]
-    return -value if (h >> 15) & 1 else value
+    value = (_BF16_LEAD[exp] + mant) * _BF16_SCALE[exp] + _BF16_NAN[exp * np.int64(mant != 0)]
+    return math.copysign(value, 0.5 - ((h >> 15) & 1))
 
 
 decode_f16 = njit(inline="always", cache=True)(_decode_f16)
