@@ -11,7 +11,8 @@ the part of a reasonably trained model: from the phantom's *true* landmarks it m
   noise of 0.6 voxel per axis, and a 5 % fraction of "confused" voxels whose offsets are
   off by up to ±4 voxels;
 
-both in float16, as a ``mixed_float16`` model emits them.  Its accuracy says nothing about
+both in ``dtype`` (float16 by default, as a ``mixed_float16`` model's heads would emit them;
+``numvox demo`` asks for float32, the bundled model's heads).  Its accuracy says nothing about
 the model's; it is deterministic given the seed.
 """
 
