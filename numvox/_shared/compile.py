@@ -27,8 +27,9 @@ NOTICE_ENV = "NUMVOX_COMPILE_NOTICE"
 BURST_GAP_S = 2.0
 
 #: rough cold-cache compile time of one operation family's kernels for one dtype, in seconds,
-#: measured on a 2-core x86-64 machine (benchmarks/bench_compile.py); shown in the notice
-TYPICAL_SECONDS = {"votes": 30, "labels": 15, "correlate": 15, "pac": 30}
+#: the CPU time of the slowest first call of the family in benchmarks/bench_compile.py (2-core
+#: x86-64); shown in the notice
+TYPICAL_SECONDS = {"votes": 15, "labels": 20, "correlate": 12, "pac": 40}
 
 
 def cache_location():
