@@ -82,7 +82,7 @@ def _compile(args):
         check_cache_writable()
     except PermissionError as exc:
         raise UserError(str(exc)) from None
-    tasks = [(op, d) for op in ops for d in dtypes]
+    tasks = [(op, d) for op in sorted(ops, key=warmup.SLOWEST_FIRST.index) for d in dtypes]
     t0 = time.perf_counter()
     done = run_warmups(warmup.warm, tasks, jobs=args.jobs, progress=not args.quiet)
     if not args.quiet:

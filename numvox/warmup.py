@@ -105,6 +105,12 @@ FAMILIES = {
 }
 
 
+#: the operations by cold compile time, slowest first (benchmarks/bench_compile.py): the order
+#: in which ``numvox compile`` starts them, so that the slowest do not finish last alone
+SLOWEST_FIRST = ("pac_conv_backward", "descent_basins", "pac_conv", "descent_labels", "correlate_batch",
+                 "aggregate_votes", "heatmap_peaks")
+
+
 def numpy_dtype(name):
     """The NumPy dtype called ``name`` (bfloat16 from ``ml_dtypes``, installed with TensorFlow)."""
     if name == "bfloat16":
