@@ -355,7 +355,7 @@ def test_cli_run_labels_zarr_on_cluster(client, tmp_path, capsys):
                                   numvox.descent_labels(v, border="zero"))
     basins = numvox.descent_basins(v)
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "b.zarr"))[...], basins)
-    assert f"{basins.max()} basins" in capsys.readouterr().out
+    assert f"{basins.max()} basins" in capsys.readouterr().err
 
 
 def test_cli_run_labels_npy_local(tmp_path, capsys):

@@ -23,6 +23,8 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
+from .compile import install_notice
+
 NATIVE, FLOAT16, BFLOAT16 = 0, 1, 2
 
 # Decoding without branches: each variable of a decoder is assigned once, so the kernels
@@ -146,3 +148,8 @@ def kernel_view(a):
     if code == NATIVE:
         return a, NATIVE
     return a.view(np.uint16), code
+
+
+# Every CPU kernel module imports this one: from here on, a numvox kernel about to compile
+# says so on stderr where someone is watching (see numvox/_shared/compile.py for the rule).
+install_notice()

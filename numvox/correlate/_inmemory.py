@@ -52,15 +52,15 @@ def correlate_arrays(images, filters, *, mode="same", channel_axis=None, reduce=
         return result()
 
     A, B = _as_float(A), _as_float(B)
-    _check_values(call, A, B, geom, out_dtype, normalize)
-
     if method == "auto":
         method = choose_method(geom, call.device_arrays)
     elif method == "fft" and call.device_arrays and not have_cupy():  # pragma: no cover
         raise ImportError("method='fft' on CUDA needs CuPy (pip install 'numvox[gpu]'); use method='direct'")
 
+    # The bar starts before the value scan, whose kernel may compile on a first call.
     bar = progress_bar(progress, geom.N * geom.K)
     try:
+        _check_values(call, A, B, geom, out_dtype, normalize)
         if method == "fft":
             _run_fft(call, A, B, geom, out_dtype, reduce, normalize, res, values, positions, bar)
         elif call.backend == "cuda":
