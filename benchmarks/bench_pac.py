@@ -52,7 +52,8 @@ Memory: the im2col approach materialises x patches + guide patches of
 and, for autodiff, their gradients); the target is numvox peak extra ≤ 1/5 of that
 ({_patch_mib(_2D) / 5:.1f} MiB and {_patch_mib(_3D) / 5:.1f} MiB).  numvox allocates only its
 results plus per-thread scratch: forward = the output ({_out_mib(_2D):.1f} / {_out_mib(_3D):.1f} MiB)
-+ 2 threads × (32 windows × k^d·C values + the k^(d-1)·F·W guide-row buffer) ({_scratch_kib(_2D):.0f} / {_scratch_kib(_3D):.0f} KiB);
++ 2 threads × (32 windows × k^d·C values + the k^(d-1)·F·W guide-row buffer)
+({_scratch_kib(_2D):.0f} / {_scratch_kib(_3D):.0f} KiB);
 forward+backward adds grad_x, grad_guide ({_grads_mib(_2D):.1f} / {_grads_mib(_3D):.1f} MiB) and
 per-thread k^d·C·O weight partials, i.e. at most {_out_mib(_2D) + _grads_mib(_2D):.1f} MiB (2-D) and
 {_out_mib(_3D) + _grads_mib(_3D):.1f} MiB (3-D), well under the 1/5 targets (measured once in a fresh
@@ -103,6 +104,7 @@ def cases(quick, backend):
     import tensorflow as tf
 
     import numvox
+
     from .baselines_pac import make_tf_functions
 
     tf_fwd, tf_fb, tf_conv = make_tf_functions()

@@ -6,10 +6,10 @@ import scipy.signal
 from conftest import SIMULATED
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from reference import ref_correlate, ref_ncc
 
 import numvox
 from numvox.correlate import _direct, _fft, _rules
-from reference import ref_correlate, ref_ncc
 
 MODES = ("full", "same", "valid")
 
