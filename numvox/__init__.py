@@ -7,6 +7,9 @@ arrays, and a ``backend=None|"cpu"|"cuda"`` keyword):
 - :func:`descent_labels`, :func:`descent_basins` -- 3x3x3 steepest-descent labelling
 - :func:`correlate_batch` -- batched N-D cross-correlation of N images with K filters
 - :func:`pac_conv`, :func:`pac_conv_backward` -- pixel-adaptive convolution
+- :func:`pac_pool`, :func:`pac_pool_backward` -- pixel-adaptive pooling
+- :func:`pac_conv_transpose`, :func:`pac_conv_transpose_backward` -- transposed PAC
+  (guided upsampling)
 
 Operation sub-packages are imported on first use, so ``import numvox`` stays cheap and
 needs only NumPy, SciPy and Numba.
@@ -28,6 +31,10 @@ _LAZY = {
     "correlate_batch": "numvox.correlate",
     "pac_conv": "numvox.pac",
     "pac_conv_backward": "numvox.pac",
+    "pac_pool": "numvox.pac",
+    "pac_pool_backward": "numvox.pac",
+    "pac_conv_transpose": "numvox.pac",
+    "pac_conv_transpose_backward": "numvox.pac",
 }
 _SUBMODULES = ("votes", "labels", "correlate", "pac", "tf", "keras", "demo", "dask")
 

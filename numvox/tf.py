@@ -1,12 +1,13 @@
 """numvox operations on TensorFlow tensors, eagerly and inside ``tf.function``.
 
 ``numvox.tf.aggregate_votes``, ``heatmap_peaks``, ``descent_labels``, ``descent_basins``,
-``correlate_batch``, ``pac_conv`` and ``pac_conv_backward`` have the signatures of the
-top-level functions (without ``out=``: tensors are immutable) and take and return
-``tf.Tensor`` objects.  :func:`pac_conv` is differentiable (its gradient is
-:func:`pac_conv_backward`); it is the one differentiable PAC op, which the Keras layers in
-:mod:`numvox.keras` use too.  This module and :mod:`numvox.keras` are the only parts of numvox
-that import TensorFlow; ``import numvox`` does not import them.
+``correlate_batch``, ``pac_conv``, ``pac_conv_transpose``, ``pac_pool`` and their
+``*_backward`` have the signatures of the top-level functions (without ``out=``: tensors are
+immutable) and take and return ``tf.Tensor`` objects.  :func:`pac_conv`,
+:func:`pac_conv_transpose` and :func:`pac_pool` are differentiable (their gradients are their
+``*_backward``); the Keras layers in :mod:`numvox.keras` use them.  This module and
+:mod:`numvox.keras` are the only parts of numvox that import TensorFlow; ``import numvox``
+does not import them.
 
 What this module knows of an operation comes from the family that owns it (each family
 package's ``OPS``: the public function, its array arguments, and its output-shape rule, the
@@ -75,6 +76,10 @@ __all__ = [
     "correlate_batch",
     "pac_conv",
     "pac_conv_backward",
+    "pac_conv_transpose",
+    "pac_conv_transpose_backward",
+    "pac_pool",
+    "pac_pool_backward",
     "NumvoxLayer",
     "OPS",
 ]
@@ -221,7 +226,31 @@ descent_labels = _make("descent_labels")
 descent_basins = _make("descent_basins")
 correlate_batch = _make("correlate_batch")
 pac_conv_backward = _make("pac_conv_backward")
-_pac_conv_forward = _make("pac_conv")
+pac_conv_transpose_backward = _make("pac_conv_transpose_backward")
+pac_pool_backward = _make("pac_pool_backward")
+
+
+def _with_gradient(name, arrays, bias, extra, options):
+    """``numvox.<name>`` on tensors with its gradient from ``numvox.<name>_backward``
+    (through ``tf.custom_gradient``), eagerly and in graphs, on the forward pass's route.
+    ``arrays``: the differentiable array arguments; ``bias`` (or None) follows them as the
+    forward's next argument when ``extra`` is None, else ``extra`` (non-tensor positional
+    arguments) follows them in both calls."""
+    forward, backward = _make(name), globals()[f"{name}_backward"]
+    tensors = [tf.convert_to_tensor(t) for t in arrays] + ([] if bias is None else [tf.convert_to_tensor(bias)])
+    n = len(arrays)
+
+    @tf.custom_gradient
+    def _fwd(*ts):
+        out = forward(*ts[:n], *((ts[n] if bias is not None else None,) if extra is None else extra), **options)
+
+        def grad(dout):
+            g = backward(dout, *ts[:n], *(extra or ()), **options)
+            return tuple(tf.cast(gi, t.dtype) for gi, t in zip(g, ts))
+
+        return out, grad
+
+    return _fwd(*tensors)
 
 
 @tf.autograph.experimental.do_not_convert
@@ -233,23 +262,21 @@ def pac_conv(x, guide, weight, bias=None, **options):
     ``bias`` come from ``numvox.pac_conv_backward`` (through ``tf.custom_gradient``), eagerly
     and in graphs, on the same route as the forward pass.
     """
-    tensors = [tf.convert_to_tensor(t) for t in (x, guide, weight)]
-    has_bias = bias is not None
-    if has_bias:
-        tensors.append(tf.convert_to_tensor(bias))
+    return _with_gradient("pac_conv", (x, guide, weight), bias, None, options)
 
-    @tf.custom_gradient
-    def _fwd(*ts):
-        out = _pac_conv_forward(*ts[:3], ts[3] if has_bias else None, **options)
 
-        def grad(dout):
-            g = pac_conv_backward(dout, *ts[:3], **options)
-            gx, gguide, gw, gb = (tf.cast(gi, t.dtype) for gi, t in zip(g, list(ts[:3]) + [ts[-1]]))
-            return (gx, gguide, gw, gb) if has_bias else (gx, gguide, gw)
+@tf.autograph.experimental.do_not_convert
+def pac_conv_transpose(x, guide, weight, bias=None, **options):
+    """``numvox.pac_conv_transpose`` on TensorFlow tensors, differentiable (gradients from
+    ``numvox.pac_conv_transpose_backward``, as :func:`pac_conv`)."""
+    return _with_gradient("pac_conv_transpose", (x, guide, weight), bias, None, options)
 
-        return out, grad
 
-    return _fwd(*tensors)
+@tf.autograph.experimental.do_not_convert
+def pac_pool(x, guide, kernel_size, **options):
+    """``numvox.pac_pool`` on TensorFlow tensors, differentiable with respect to ``x`` and
+    ``guide`` (gradients from ``numvox.pac_pool_backward``, as :func:`pac_conv`)."""
+    return _with_gradient("pac_pool", (x, guide), None, (kernel_size,), options)
 
 
 # -- Keras -----------------------------------------------------------------------------------
@@ -273,7 +300,8 @@ class NumvoxLayer(_keras_layer_base()):
 
     Call it with the op's array arguments as a list, in the op's order
     (``layer([probs, offsets])``), or with one tensor.  Output shapes are static, so Keras
-    functional models see them.  Not trainable, no gradient (except ``"pac_conv"``).
+    functional models see them.  Not trainable, no gradient (except the PAC ops
+    ``"pac_conv"``, ``"pac_conv_transpose"`` and ``"pac_pool"``).
     """
 
     def __init__(self, op, trainable=False, **options):

@@ -12,7 +12,6 @@ import scipy.signal
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-
 # -- vote aggregation and peaks ------------------------------------------------------
 
 def ref_votes(probs, offsets, threshold, splat="nearest", layout="axis-major"):
@@ -252,3 +251,137 @@ def ref_labels_exact(v):
                 best, code = s, c
         lab[i, j, k] = 13 if best is None or best[0] < 0 else code
     return lab
+
+
+# -- the PAC family (pacnet's pac.py): kernel kinds, PAC pooling, transposed PAC ------------
+
+def ref_pac_kernel(fq, fc, kernel, channel_wise=False):
+    """pacnet's ``packernel2d`` value of one tap from the guide features ``fq`` (tap) and
+    ``fc`` (window centre): per feature if ``channel_wise``, else one value."""
+    delta = np.asarray(fq, np.float64) - np.asarray(fc, np.float64)
+    if kernel == "gaussian":
+        sq = delta**2
+        return np.exp(-0.5 * (sq if channel_wise else sq.sum()))
+    parts = kernel.split("_")
+    alpha, lam = float(parts[1]), float(parts[2])
+    if "asym" in parts[3:]:
+        delta = np.maximum(delta, 0.0)
+    sq = delta**2
+    return alpha + ((sq if channel_wise else sq.sum()) + 1e-4) ** (0.5 * lam)
+
+
+def _ref_adaptive(x, f, out_sp, window, kernel, normalize, channel_wise, apply, out_ch, bias):
+    """Shared loop of the family's references.  ``window(i)`` gives the guide position of the
+    window centre and its taps ``(t, x position or None when the tap hits no input pixel,
+    guide position)``; the guide is zero outside its image; taps that hit no input pixel
+    have ``K = 0`` (pacnet's mask); ``normalize`` divides by the sum of ``K`` (by 1 where
+    that sum is 0, as pacnet); ``apply(t, K_t, x_q)`` is a tap's contribution."""
+    x, f = np.asarray(x, np.float64), np.asarray(f, np.float64)
+    Sg = f.shape[1:-1]
+
+    def feat(n, q):
+        return f[(n,) + tuple(q)] if all(0 <= a < b for a, b in zip(q, Sg)) else np.zeros(f.shape[-1])
+
+    out = np.zeros((x.shape[0],) + tuple(out_sp) + (out_ch,))
+    for n in range(x.shape[0]):
+        for i in itertools.product(*(range(s) for s in out_sp)):
+            centre, taps = window(i)
+            fc = feat(n, centre)
+            real = [(t, q, ref_pac_kernel(feat(n, gq), fc, kernel, channel_wise)) for t, q, gq in taps if q is not None]
+            if normalize and real:
+                s = sum(k for _, _, k in real)
+                s = np.where(s == 0, 1.0, s)
+                real = [(t, q, k / s) for t, q, k in real]
+            acc = np.zeros(out_ch) if bias is None else np.asarray(bias, np.float64).copy()
+            for t, q, k in real:
+                acc = acc + apply(t, k, x[(n,) + tuple(q)])
+            out[(n,) + i] = acc
+    return out
+
+
+def _ref_conv_window(S, ks, stride, lo, dil):
+    def window(i):
+        org = [ii * s - p for ii, s, p in zip(i, stride, lo)]
+        centre = [o + (k // 2) * dl for o, k, dl in zip(org, ks, dil)]
+        taps = []
+        for t in itertools.product(*(range(k) for k in ks)):
+            q = tuple(o + tt * dl for o, tt, dl in zip(org, t, dil))
+            taps.append((t, q if all(0 <= a < b for a, b in zip(q, S)) else None, q))
+        return centre, taps
+
+    return window
+
+
+def _ref_tuple(v, d):
+    return (v,) * d if np.isscalar(v) else tuple(v)
+
+
+def ref_pac_kinds(x, f, w, b, stride, padding, dil, normalize, kernel="gaussian"):
+    """``pac_conv`` with any kernel kind (pacnet's ``pacconv2d`` + ``packernel2d``)."""
+    w = np.asarray(w, np.float64)
+    d = w.ndim - 2
+    ks, S = w.shape[:d], x.shape[1:-1]
+    stride, dil = _ref_tuple(stride, d), _ref_tuple(dil, d)
+    lo, _ = ref_pads(S, ks, dil, padding)
+    out_sp = ref_out_size(S, ks, stride, dil, padding)
+    return _ref_adaptive(x, f, out_sp, _ref_conv_window(S, ks, stride, lo, dil), kernel, normalize, False,
+                         lambda t, k, xq: k * (xq @ w[t]), w.shape[-1], b)
+
+
+def ref_pac_pool(x, f, ks, stride, padding, dil, normalize, kernel="gaussian", channel_wise=False):
+    """pacnet's ``pacpool2d``: ``out[i, c] = sum_t K_t(i) x[q_t, c]``; ``channel_wise``: channel
+    ``c``'s kernel from guide feature ``c`` alone."""
+    d = len(ks)
+    S = x.shape[1:-1]
+    stride, dil = _ref_tuple(stride, d), _ref_tuple(dil, d)
+    lo, _ = ref_pads(S, ks, dil, padding)
+    out_sp = ref_out_size(S, ks, stride, dil, padding)
+    return _ref_adaptive(x, f, out_sp, _ref_conv_window(S, ks, stride, lo, dil), kernel, normalize, channel_wise,
+                         lambda t, k, xq: k * xq, x.shape[-1], None)
+
+
+def ref_pac_transpose_size(s, ks, stride, padding, output_padding, dil):
+    return tuple((a - 1) * st - 2 * p + dl * (k - 1) + 1 + op
+                 for a, k, st, p, op, dl in zip(s, ks, stride, padding, output_padding, dil))
+
+
+def ref_pac_transpose(x, f, w, b, stride, padding, output_padding, dil, normalize, kernel="gaussian"):
+    """pacnet's ``pacconv_transpose2d`` + ``packernel2d(transposed=True)``: ``x`` zero-inserted
+    by ``stride`` and padded by ``P = (k-1)*dil - padding`` (``+ output_padding`` after);
+    ``out[i] = b + sum_t K_t(i) W[t]^T x_z[i + t*dil]``, ``K_t(i)`` comparing the guide at
+    ``i - (k-1)*dil//2 + t*dil`` with its centre tap; taps on inserted zeros masked."""
+    w = np.asarray(w, np.float64)
+    d = w.ndim - 2
+    ks, s = w.shape[:d], x.shape[1:-1]
+    stride, dil = _ref_tuple(stride, d), _ref_tuple(dil, d)
+    padding, output_padding = _ref_tuple(padding, d), _ref_tuple(output_padding, d)
+    P = [(k - 1) * dl - p for k, dl, p in zip(ks, dil, padding)]
+    half = [(k - 1) * dl // 2 for k, dl in zip(ks, dil)]
+
+    def window(i):
+        centre = [a - h + (k // 2) * dl for a, h, k, dl in zip(i, half, ks, dil)]
+        taps = []
+        for t in itertools.product(*(range(k) for k in ks)):
+            z = [a + tt * dl - pp for a, tt, dl, pp in zip(i, t, dil, P)]  # zero-inserted index
+            real = all(v % st == 0 and 0 <= v // st < n for v, st, n in zip(z, stride, s))
+            q = tuple(v // st for v, st in zip(z, stride)) if real else None
+            taps.append((t, q, [a - h + tt * dl for a, h, tt, dl in zip(i, half, t, dil)]))
+        return centre, taps
+
+    out_sp = ref_pac_transpose_size(s, ks, stride, padding, output_padding, dil)
+    return _ref_adaptive(x, f, out_sp, window, kernel, normalize, False, lambda t, k, xq: k * (xq @ w[t]),
+                         w.shape[-1], b)
+
+
+def check_directional_derivatives(loss, bases, grads, rng, rtol=1e-6, eps=1e-6):
+    """Each analytic gradient ``grads[i]`` against the central difference of ``loss(*args)``
+    along a random direction of argument ``i`` (``bases``: the arguments)."""
+    for i, (grad, base) in enumerate(zip(grads, bases)):
+        grad = np.asarray(grad)
+        assert grad.shape == np.shape(base), (i, grad.shape, np.shape(base))
+        dirn = rng.standard_normal(np.shape(base))
+        plus, minus = list(bases), list(bases)
+        plus[i], minus[i] = base + eps * dirn, base - eps * dirn
+        fd = (loss(*plus) - loss(*minus)) / (2 * eps)
+        an = np.sum(grad * dirn)
+        assert abs(fd - an) <= rtol * max(1.0, abs(fd), np.abs(grad).sum()), (i, fd, an)

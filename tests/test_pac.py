@@ -5,12 +5,14 @@ import pytest
 from conftest import SIMULATED
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from reference import ref_pac, ref_pads
+from reference import ref_pac, ref_pac_kinds, ref_pads
 
 import numvox
 
-
 # -- strategies -----------------------------------------------------------------------------
+KINDS = ("gaussian", "inv_0.5_1", "inv_1_-1", "inv_0_2_asym", "inv_0.2_-0.5_asym_fixed")
+
+
 @st.composite
 def problems(draw, small=False):
     d = draw(st.sampled_from([2, 3]))
@@ -25,8 +27,9 @@ def problems(draw, small=False):
     normalize = draw(st.booleans())
     use_bias = draw(st.booleans())
     seed = draw(st.integers(0, 2**31))
+    kernel = draw(st.sampled_from(KINDS))
     return dict(d=d, S=S, ks=ks, stride=stride, dil=dil, padding=padding, N=N, C=C, F=F, O=O,
-                normalize=normalize, use_bias=use_bias, seed=seed)
+                normalize=normalize, use_bias=use_bias, seed=seed, kernel=kernel)
 
 
 def fits(p):
@@ -50,7 +53,11 @@ def make(p, dtype=np.float64, guide_scale=0.7):
 
 def kw(p, backend):
     return dict(stride=p["stride"], padding=p["padding"], dilation=p["dil"], normalize=p["normalize"],
-                backend=backend)
+                kernel=p.get("kernel", "gaussian"), backend=backend)
+
+
+def ref_of(p, x, f, w, b):
+    return ref_pac_kinds(x, f, w, b, p["stride"], p["padding"], p["dil"], p["normalize"], p.get("kernel", "gaussian"))
 
 
 def close(got, ref, rtol):
@@ -65,7 +72,7 @@ def test_forward_matches_reference_float64(p, backend):
     assume(fits(p))
     x, f, w, b = make(p)
     got = numvox.pac_conv(x, f, w, b, **kw(p, backend))
-    ref = ref_pac(x, f, w, b, p["stride"], p["padding"], p["dil"], p["normalize"])
+    ref = ref_of(p, x, f, w, b)
     assert got.dtype == np.float64 and got.shape == ref.shape
     close(got, ref, 1e-9)
 
@@ -76,7 +83,7 @@ def test_forward_matches_reference_float32(p, backend):
     assume(fits(p))
     x, f, w, b = make(p, np.float32)
     got = numvox.pac_conv(x, f, w, b, **kw(p, backend))
-    ref = ref_pac(x, f, w, b, p["stride"], p["padding"], p["dil"], p["normalize"])
+    ref = ref_of(p, x, f, w, b)
     assert got.dtype == np.float32 and got.shape == ref.shape
     close(got, ref, 1e-4)
 
@@ -162,8 +169,8 @@ def test_empty_and_degenerate():
 # -- backward -------------------------------------------------------------------------------
 def directional_checks(p, backend, rtol):
     x, f, w, b = make(p)
-    args = (p["stride"], p["padding"], p["dil"], p["normalize"])
-    ref = ref_pac(x, f, w, b, *args)
+    args = (p["stride"], p["padding"], p["dil"], p["normalize"], p.get("kernel", "gaussian"))
+    ref = ref_pac_kinds(x, f, w, b, *args)
     rng = np.random.default_rng(p["seed"] + 1)
     R = rng.standard_normal(ref.shape)
     gx, gf, gw, gb = numvox.pac_conv_backward(R, x, f, w, **kw(p, backend))
@@ -171,7 +178,7 @@ def directional_checks(p, backend, rtol):
     bias = b if b is not None else np.zeros(w.shape[-1])
 
     def L(x_, f_, w_, b_):
-        return np.sum(ref_pac(x_, f_, w_, b_, *args) * R)
+        return np.sum(ref_pac_kinds(x_, f_, w_, b_, *args) * R)
 
     eps = 1e-6
     for i, (grad, base) in enumerate(((gx, x), (gf, f), (gw, w), (gb, bias))):
@@ -206,14 +213,15 @@ def test_backward_fixed_cases(backend):
         directional_checks({**base, **c}, backend, 1e-6)
 
 
-def test_backward_float32_close_to_float64():
+@pytest.mark.parametrize("kernel", ["gaussian", "inv_0.5_1", "inv_0_-1_asym"])
+def test_backward_float32_close_to_float64(kernel):
     p = dict(d=2, S=(9, 8), ks=(3, 3), stride=1, dil=1, padding="same", N=2, C=3, F=2, O=4,
              normalize=True, use_bias=False, seed=9)
     x, f, w, _ = make(p)
     R = np.random.default_rng(0).standard_normal((2, 9, 8, 4))
-    g64 = numvox.pac_conv_backward(R, x, f, w, normalize=True)
+    g64 = numvox.pac_conv_backward(R, x, f, w, normalize=True, kernel=kernel)
     g32 = numvox.pac_conv_backward(R.astype(np.float32), x.astype(np.float32), f.astype(np.float32),
-                                   w.astype(np.float32), normalize=True)
+                                   w.astype(np.float32), normalize=True, kernel=kernel)
     for a, b in zip(g32, g64):
         assert a.dtype == np.float32
         close(a, b, 1e-4)
@@ -243,6 +251,42 @@ def test_float32_fast_exp_paths(stride, dil, padding, normalize):
         for a, r in zip(numvox.pac_conv_backward(R32, xx, f32, w32, **opts), g64):
             assert a.dtype == np.float32
             close(a, r, 1e-4)
+
+
+# -- kernel kinds ---------------------------------------------------------------------------
+def test_reference_kinds_agree_with_gaussian_reference():
+    p = dict(d=2, S=(5, 6), ks=(3, 2), stride=(1, 2), dil=(2, 1), padding="same", N=1, C=2, F=2, O=3,
+             normalize=True, use_bias=True, seed=31)
+    x, f, w, b = make(p)
+    np.testing.assert_allclose(ref_of(p, x, f, w, b), ref_pac(x, f, w, b, (1, 2), "same", (2, 1), True), rtol=1e-12)
+
+
+@pytest.mark.parametrize("kernel", ["inv_0.5_1", "inv_1_-1_asym_fixed"])
+def test_kinds_on_strided_and_half_guides(kernel):
+    """Non-contiguous and float16 guides (read through the guide-row buffer) give the
+    contiguous guide's forward and backward."""
+    p = dict(d=2, S=(7, 9), ks=(3, 3), stride=1, dil=1, padding="same", N=1, C=2, F=3, O=2,
+             normalize=True, use_bias=False, seed=32)
+    x, f, w, _ = make(p)
+    f = f.astype(np.float16).astype(np.float64)
+    R = np.random.default_rng(1).standard_normal((1, 7, 9, 2))
+    base = numvox.pac_conv_backward(R, x, f, w, normalize=True, kernel=kernel)
+    for guide in (np.asfortranarray(f), f.astype(np.float16)):
+        got = numvox.pac_conv_backward(R, x, guide, w, normalize=True, kernel=kernel)
+        for a, r in zip(got, base):
+            close(a, r, 1e-9 if guide.dtype == np.float64 else 1e-5)
+
+
+def test_kernel_names():
+    from numvox.pac._rules import parse_kernel
+
+    assert parse_kernel("gaussian") == ("gaussian", None, None, False, False)
+    assert parse_kernel("inv_0.5_-1") == ("inv", 0.5, -1.0, False, False)
+    assert parse_kernel("inv_2_4_fixed_asym") == ("inv", 2.0, 4.0, True, True)
+    x = np.zeros((1, 5, 5, 1))
+    for bad in ("inv_a_1", "inv_1", "inv_1_2_sym", "inv_1_2_asym_asym", "inv_nan_1", 3):
+        with pytest.raises(ValueError, match="kernel must be one of"):
+            numvox.pac_conv(x, x, np.ones((3, 3, 1, 1)), kernel=bad)
 
 
 # -- errors ---------------------------------------------------------------------------------
@@ -344,15 +388,15 @@ def test_cuda_small_tiles_and_channel_chunks(cuda_backend, monkeypatch):
     from numvox.pac import _cuda
 
     real_plan = _cuda.plan
-    monkeypatch.setattr(_cuda, "plan", lambda geo, cap, sim: (2, 3, 1, real_plan(geo, cap, sim)[3]))
+    monkeypatch.setattr(_cuda, "plan", lambda geo, cap, sim, *a: (2, 3, 1, real_plan(geo, cap, sim, *a)[3]))
     for d, S, ks, stride, padding in (
         (2, (7, 8), (3, 2), 1, "same"), (3, (4, 5, 5), (2, 3, 3), (1, 2, 1), "same"),
     ):
         p = dict(d=d, S=S, ks=ks, stride=stride, dil=1, padding=padding, N=2, C=3, F=2, O=2,
-                 normalize=True, use_bias=True, seed=11)
+                 normalize=True, use_bias=True, seed=11, kernel="inv_0.5_-1_asym" if d == 3 else "gaussian")
         x, f, w, b = make(p)
         got = numvox.pac_conv(x, f, w, b, **kw(p, cuda_backend))
-        close(got, ref_pac(x, f, w, b, stride, padding, 1, True), 1e-9)
+        close(got, ref_of(p, x, f, w, b), 1e-9)
         directional_checks({**p, "N": 1}, cuda_backend, 1e-6)
 
 
@@ -366,6 +410,10 @@ def test_cuda_matches_cpu(cuda_backend, dtype, rtol):
              normalize=True, use_bias=True, seed=21),
         dict(d=3, S=(3, 4, 4), ks=(2, 3, 2), stride=1, dil=1, padding=1, N=1, C=2, F=1, O=2,
              normalize=False, use_bias=False, seed=22),
+        dict(d=2, S=(5, 4), ks=(3, 3), stride=1, dil=1, padding="same", N=1, C=2, F=2, O=2,
+             normalize=True, use_bias=False, seed=23, kernel="inv_0.5_1"),
+        dict(d=3, S=(3, 3, 4), ks=(3, 2, 2), stride=1, dil=(1, 1, 2), padding=1, N=1, C=1, F=2, O=2,
+             normalize=False, use_bias=True, seed=24, kernel="inv_1_-1_asym"),
     ):
         x, f, w, b = (None if a is None else a.astype(dtype) for a in make(p))
         cpu = numvox.pac_conv(x, f, w, b, **kw(p, "cpu"))
@@ -389,7 +437,7 @@ def test_output_shape_and_ops_specs():
     assert output_shape(None, (3, 3)) is None
     with pytest.raises(ValueError, match="kernel larger"):
         output_shape([1, 2, 8, 1], (5, 5), padding="valid")
-    fwd, bwd = OPS
+    fwd, bwd = OPS[:2]
     assert (fwd.name, fwd.function, fwd.arrays) == ("pac_conv", numvox.pac_conv, ("x", "guide", "weight", "bias"))
     assert (bwd.name, bwd.function, bwd.arrays) == ("pac_conv_backward", numvox.pac_conv_backward,
                                                     ("grad_out", "x", "guide", "weight"))

@@ -34,6 +34,15 @@ def _inputs(name, rng):
     x = rng.normal(size=(1, 5, 4, 2)).astype(np.float32)
     g = rng.normal(size=(1, 5, 4, 2)).astype(np.float32)
     w = (rng.normal(size=(3, 3, 2, 3)) * 0.3).astype(np.float32)
+    if name.startswith("pac_pool"):
+        head = [rng.normal(size=(1, 5, 4, 2)).astype(np.float32)] if name.endswith("_backward") else []
+        return head + [x, g], {"kernel_size": 3, "padding": 1, "normalize": True}
+    if name.startswith("pac_conv_transpose"):  # 3x2 -> 5x4
+        xs, ws = x[:, :3, :2], (rng.normal(size=(3, 4, 2, 3)) * 0.3).astype(np.float32)
+        opts = {"stride": 2, "padding": 1}
+        if name.endswith("_backward"):
+            return [rng.normal(size=(1, 5, 4, 3)).astype(np.float32), xs, g, ws], opts
+        return [xs, g, ws, rng.normal(size=(3,)).astype(np.float32)], opts
     if name == "pac_conv":
         return [x, g, w, rng.normal(size=(3,)).astype(np.float32)], {"padding": "same"}
     dy = rng.normal(size=(1, 5, 4, 3)).astype(np.float32)

@@ -1,5 +1,6 @@
 """Pixel-adaptive convolution (Su et al., CVPR 2019): the public functions, their dispatch to
-the CPU (:mod:`._cpu`) and CUDA (:mod:`._cuda`) kernels, and ``OPS``.  Checks, geometry and
+the CPU (:mod:`._cpu`) and CUDA (:mod:`._cuda`) kernels, their ``OpSpec`` entries, and the
+argument handling the family's other operators share.  Checks, geometry and
 output shapes come from :mod:`._rules`."""
 
 import numpy as np
@@ -17,11 +18,11 @@ from ._rules import (
     result_dtype,
 )
 
-__all__ = ["OPS", "output_shape", "pac_conv", "pac_conv_backward"]
+__all__ = ["PAC_OPS", "output_shape", "pac_conv", "pac_conv_backward"]
 
 
 # -- argument handling --------------------------------------------------------------------
-def _embed(a, d):
+def embed(a, d):
     """A 3-D view of a 2-D problem (a size-1 leading spatial axis)."""
     if d == 3:
         return a
@@ -30,7 +31,7 @@ def _embed(a, d):
     return a.reshape((a.shape[0], 1) + tuple(a.shape[1:]))  # device arrays are contiguous
 
 
-def _small_param(call, a, dtype, shape):
+def small_param(call, a, dtype, shape):
     """A small parameter (weight, bias) as a C-contiguous array of ``dtype`` on the backend."""
     if call.device_arrays:  # pragma: no cover - needs a GPU
         from numba import cuda
@@ -40,9 +41,14 @@ def _small_param(call, a, dtype, shape):
     return np.ascontiguousarray(np.asarray(a).astype(dtype, copy=False)).reshape(shape)
 
 
-def _check_finite(call, arrays):
+def check_finite(call, arrays, params=()):
+    """Raise ValueError for NaN or infinite values in the 5-D kernel inputs ``arrays`` or the
+    small parameters ``params`` (``(name, array or None)`` pairs); host arrays only."""
     if call.device_arrays:  # pragma: no cover - checked on host only
         return
+    for name, a in params:
+        if a is not None and not np.isfinite(a).all():
+            raise ValueError(f"{name} contains NaN or infinite values; expected finite values")
     from ._cpu import count_nonfinite
 
     for name, a5 in arrays:
@@ -54,34 +60,59 @@ def _check_finite(call, arrays):
             raise ValueError(f"{name} contains {bad} NaN or infinite value(s); expected finite values")
 
 
+def backward_arrays(call, geo, x5, g5, params=()):
+    """``grad_out`` checked against the output shape and embedded, after a finiteness check
+    of it, ``x5``, ``g5`` and ``params`` (if the output is not empty), and the zeroed
+    gradients of ``x`` and ``guide``: ``(grad_out5, grad_x5, grad_guide5)``."""
+    go = call["grad_out"]
+    if tuple(go.shape) != geo["out_shape"]:
+        raise ValueError(f"grad_out has shape {tuple(go.shape)}; expected the output's shape {geo['out_shape']}")
+    go5 = embed(go, geo["d"])
+    if go5.size:
+        check_finite(call, (("grad_out", go5), ("x", x5), ("guide", g5)), params)
+    return go5, call.zeros(tuple(x5.shape), geo["dtype"]), call.zeros(tuple(g5.shape), geo["dtype"])
+
+
+def embed3(t, fill, d):
+    """A per-axis tuple of a ``d``-D problem as 3 entries (``fill`` for the leading axis)."""
+    return (fill,) + tuple(t) if d == 2 else tuple(t)
+
+
+def window_geometry(d, ksize, stride, lo, dilation, out_shape, kp, dtype):
+    """What the kernels need of a problem's geometry: int64 arrays of 3 ``ks``, ``st``,
+    ``lo``, ``dl`` (3-D embedding), ``T`` taps, the output shape and its 3 spatial sizes
+    ``out3``, the kernel kind ``kp`` and the compute ``dtype``."""
+    geo = dict(
+        d=d,
+        ks=np.array(embed3(ksize, 1, d), np.int64),
+        st=np.array(embed3(stride, 1, d), np.int64),
+        lo=np.array(embed3(lo, 0, d), np.int64),
+        dl=np.array(embed3(dilation, 1, d), np.int64),
+        out_shape=tuple(out_shape),
+        out3=embed3(out_shape[1:-1], 1, d),
+        dtype=dtype,
+        kp=kp,
+    )
+    geo["T"] = int(np.prod(geo["ks"]))
+    return geo
+
+
 def _prepare(call, names, stride, padding, dilation, kernel, normalize):
     x, guide, weight, bias = (call[n] if n else None for n in names)
     grad_out = call["grad_out"] if "grad_out" in call.arrays else None
-    check_options(kernel, normalize)
+    kp = check_options(kernel, normalize)
     d = check_inputs(x, guide, weight, bias, grad_out)
     ksize = tuple(int(k) for k in weight.shape[:d])
     N, C, F, O = int(x.shape[0]), int(x.shape[-1]), int(guide.shape[-1]), int(weight.shape[-1])
     out_shape = tuple(output_shape(x.shape, ksize, stride, padding, dilation, O))
     stride, lo, dilation, _ = geometry(tuple(x.shape[1:-1]), ksize, stride, padding, dilation)
     dtype = result_dtype(*(a.dtype for a in (x, guide, weight, bias, grad_out) if a is not None))
-    out_sp = out_shape[1:-1]
-    pad3 = (lambda t, fill: (fill,) + tuple(t) if d == 2 else tuple(t))
-    geo = dict(
-        d=d,
-        N=N, C=C, F=F, O=O,
-        ks=np.array(pad3(ksize, 1), np.int64),
-        st=np.array(pad3(stride, 1), np.int64),
-        lo=np.array(pad3(lo, 0), np.int64),
-        dl=np.array(pad3(dilation, 1), np.int64),
-        out_shape=out_shape,
-        out3=pad3(out_sp, 1),
-        dtype=dtype,
-    )
-    T = int(np.prod(geo["ks"]))
-    geo["T"] = T
-    w3 = _small_param(call, weight, dtype, (T, C, O))
-    b = None if bias is None else _small_param(call, bias, dtype, (O,))
-    x5, g5 = _embed(x, d), _embed(guide, d)
+    geo = window_geometry(d, ksize, stride, lo, dilation, out_shape, kp, dtype)
+    geo.update(N=N, C=C, F=F, O=O)
+    T = geo["T"]
+    w3 = small_param(call, weight, dtype, (T, C, O))
+    b = None if bias is None else small_param(call, bias, dtype, (O,))
+    x5, g5 = embed(x, d), embed(guide, d)
     return geo, x5, g5, w3, b
 
 
@@ -146,11 +177,7 @@ def pac_conv(x, guide, weight, bias=None, *, stride=1, padding="same", dilation=
     shape5 = (N,) + geo["out3"] + (O,)
     res = call.output(None, shape5, geo["dtype"])
     if res.size:
-        _check_finite(call, (("x", x5), ("guide", g5)))
-        if not call.device_arrays:
-            for name, a in (("weight", w3), ("bias", b)):
-                if a is not None and not np.isfinite(a).all():
-                    raise ValueError(f"{name} contains NaN or infinite values; expected finite values")
+        check_finite(call, (("x", x5), ("guide", g5)), (("weight", w3), ("bias", b)))
         xv, xc = kernel_view(x5)
         gv, gc = kernel_view(g5)
         bias_arr = b if b is not None else _zeros_like_backend(call, (max(O, 1),), geo["dtype"])
@@ -160,7 +187,7 @@ def pac_conv(x, guide, weight, bias=None, *, stride=1, padding="same", dilation=
 
             with single_threaded_blas():  # the kernel calls BLAS from its threads
                 pac_forward(xv, np.int64(xc), gv, np.int64(gc), w3, bias_arr, b is not None, geo["ks"],
-                            geo["st"], geo["lo"], geo["dl"], bool(normalize), res)
+                            geo["st"], geo["lo"], geo["dl"], geo["kp"], bool(normalize), res)
         else:
             from ._cuda import forward
 
@@ -213,19 +240,8 @@ def pac_conv_backward(grad_out, x, guide, weight, *, stride=1, padding="same", d
     call = Call(backend, grad_out=grad_out, x=x, guide=guide, weight=weight)
     geo, x5, g5, w3, _ = _prepare(call, ("x", "guide", "weight", None), stride, padding, dilation,
                                   kernel, normalize)
-    go = call["grad_out"]
-    C, O, T = geo["C"], geo["O"], geo["T"]
-    expected = geo["out_shape"]
-    if tuple(go.shape) != expected:
-        raise ValueError(f"grad_out has shape {tuple(go.shape)}; expected the output's shape {expected}")
-    go5 = _embed(go, geo["d"])
-    dtype = geo["dtype"]
-    gx = call.zeros(tuple(x5.shape), dtype)
-    gg = call.zeros(tuple(g5.shape), dtype)
-    if go5.size:
-        _check_finite(call, (("grad_out", go5), ("x", x5), ("guide", g5)))
-        if not call.device_arrays and not np.isfinite(w3).all():
-            raise ValueError("weight contains NaN or infinite values; expected finite values")
+    C, O, T, dtype = geo["C"], geo["O"], geo["T"], geo["dtype"]
+    go5, gx, gg = backward_arrays(call, geo, x5, g5, (("weight", w3),))
     xv, xc = kernel_view(x5)
     gv, gc = kernel_view(g5)
     gov, gu = kernel_view(go5)
@@ -239,7 +255,7 @@ def pac_conv_backward(grad_out, x, guide, weight, *, stride=1, padding="same", d
         if go5.size:
             with single_threaded_blas():  # the kernel calls BLAS from its threads
                 pac_backward(gov, np.int64(gu), xv, np.int64(xc), gv, np.int64(gc), w3, geo["ks"], geo["st"],
-                             geo["lo"], geo["dl"], bool(normalize), gx, gg, gw_part, gb_part)
+                             geo["lo"], geo["dl"], geo["kp"], bool(normalize), gx, gg, gw_part, gb_part)
         gw = gw_part.sum(axis=0)
         gb = gb_part.sum(axis=0)
     else:
@@ -255,7 +271,7 @@ def pac_conv_backward(grad_out, x, guide, weight, *, stride=1, padding="same", d
     return call.wrap((gx, gg, gw, gb))
 
 
-OPS = (
+PAC_OPS = (
     OpSpec("pac_conv", pac_conv, ("x", "guide", "weight", "bias"), pac_output_specs),
     OpSpec("pac_conv_backward", pac_conv_backward, ("grad_out", "x", "guide", "weight"), pac_backward_output_specs),
 )

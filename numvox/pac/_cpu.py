@@ -26,6 +26,7 @@ import numpy as np
 from numba import from_dtype, get_num_threads, get_thread_id, njit, prange, typeof, types
 
 from .._shared.halfprec import load_f64
+from ._taps_cpu import tap_delta, tap_slope, tap_value
 
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
@@ -112,6 +113,37 @@ def _block_kernel(gb, vb, ks, dl, s2, ow0, nb, F, fast, Kb, dist, ei):
             t += 1
 
 
+@njit(inline="always", cache=True)
+def _block_kernel_kinds(gb, vb, ks, dl, s2, ow0, nb, F, kp, Kb, dist):
+    """:func:`_block_kernel` for any kernel kind ``kp`` (:mod:`._kinds`): scalar
+    ``tap_value`` per window and tap, 0 for taps outside the image."""
+    kw = ks[2]
+    rc = (ks[0] // 2) * ks[1] + ks[1] // 2
+    xcen = ow0 * s2 + (kw // 2) * dl[2]
+    t = 0
+    for r in range(ks[0] * ks[1]):
+        for c in range(kw):
+            xq = ow0 * s2 + c * dl[2]
+            for j in range(nb):
+                dist[j] = 0.0
+            for f in range(F):
+                for j in range(nb):
+                    d = tap_delta(gb[r, f, xq + j * s2], gb[rc, f, xcen + j * s2], kp)
+                    dist[j] += d * d
+            for j in range(nb):
+                Kb[t, j] = tap_value(dist[j], kp) if vb[r, xq + j * s2] == 0.0 else 0.0
+            t += 1
+
+
+@njit(inline="always", cache=True)
+def _any_kernel(gb, vb, ks, dl, s2, ow0, nb, F, fast, kp, Kb, dist, ei):
+    """A block's kernels ``Kb`` of kind ``kp``: the vectorised Gaussian or the general path."""
+    if kp[0] == 0.0:
+        _block_kernel(gb, vb, ks, dl, s2, ow0, nb, F, fast, Kb, dist, ei)
+    else:
+        _block_kernel_kinds(gb, vb, ks, dl, s2, ow0, nb, F, kp, Kb, dist)
+
+
 PB = 32  # output positions per block (the GEMM's M)
 
 
@@ -133,7 +165,7 @@ def _window_norms(Kb, T, nb, normalize, inv):
             for j in range(nb):
                 inv[j] += Kb[t, j]
         for j in range(nb):
-            inv[j] = 1.0 / inv[j] if inv[j] > 0.0 else 0.0
+            inv[j] = 1.0 / inv[j] if inv[j] != 0.0 else 0.0
 
 
 @njit(inline="always", cache=True)
@@ -173,7 +205,7 @@ def _gather_window(x, xc, n, z0, y0, x0, ks, dl, Kb, j, iv, weighted, Z):
                 t += 1
 
 
-def _pac_forward(x, xc, g, gc, w, b, has_bias, ks, st, lo, dl, normalize, out):
+def _pac_forward(x, xc, g, gc, w, b, has_bias, ks, st, lo, dl, kp, normalize, out):
     N, D, H, W, C = x.shape
     F = g.shape[4]
     T, _, O = w.shape
@@ -202,7 +234,7 @@ def _pac_forward(x, xc, g, gc, w, b, has_bias, ks, st, lo, dl, normalize, out):
         _guide_rows(g, gc, n, z0, y0, ks, dl, lo2, D, H, W, F, gb, vb)
         for ow0 in range(0, Wo, PB):
             nb = min(PB, Wo - ow0)
-            _block_kernel(gb, vb, ks, dl, s2, ow0, nb, F, fast, Kb, dist, ei)
+            _any_kernel(gb, vb, ks, dl, s2, ow0, nb, F, fast, kp, Kb, dist, ei)
             _window_norms(Kb, T, nb, normalize, inv)
             for j in range(nb):
                 _gather_window(x, xc, n, z0, y0, (ow0 + j) * s2 - lo2, ks, dl, Kb, j, inv[j], True, Z)
@@ -258,10 +290,18 @@ def _unnormalised_grad(Kb, j, iv, T, Gt):
 
 
 @njit(inline="always", cache=True)
-def _grad_guide_window(g, gc, gg, gb, n, z0, y0, x0, xcen, ks, dl, lo2, F, Kb, j, Gt, fc, cacc):
-    """Scatter window ``j``'s guide gradient into ``gg``: ``dK/df_q = K (f_c - f_q)`` at each
-    tap ``q`` and the opposite sum at the window centre ``c`` (if inside the image).
-    ``xcen`` is the centre's column in the guide-row buffer ``gb``."""
+def _guide_at(g, gc, gb, n, z, y, xx, r, xi, f):
+    """Guide feature ``f`` at ``(z, y, xx)`` inside the image: from ``g`` when its rows are
+    contiguous, else from the guide-row buffer ``gb`` (row ``r``, column ``xi``)."""
+    return g[n, z, y, xx, f] if gc == 0 else gb[r, f, xi]
+
+
+@njit(inline="always", cache=True)
+def _grad_guide_window(g, gc, gg, gb, n, z0, y0, x0, xcen, ks, dl, lo2, F, kp, Kb, j, Gt, fc, cacc):
+    """Scatter window ``j``'s guide gradient into ``gg``: ``dK/df_q = slope * Delta`` at each
+    tap ``q`` (:func:`tap_slope`, :func:`tap_delta`) and the opposite sum at the window
+    centre (if inside the image).  ``xcen`` is the centre's column in the guide-row buffer
+    ``gb``; taps outside the image (``K = 0``) are skipped."""
     D, H, W = g.shape[1], g.shape[2], g.shape[3]
     rc = (ks[0] // 2) * ks[1] + ks[1] // 2
     for f in range(F):
@@ -275,21 +315,23 @@ def _grad_guide_window(g, gc, gg, gb, n, z0, y0, x0, xcen, ks, dl, lo2, F, Kb, j
             r = a * ks[1] + bb
             for cc in range(ks[2]):
                 xx = x0 + cc * dl[2]
-                coef = Gt[t] * Kb[t, j]
+                xi = xx + lo2
+                if kp[0] == 0.0:
+                    coef = -Gt[t] * Kb[t, j]
+                elif 0 <= z < D and 0 <= y < H and 0 <= xx < W:
+                    s = 0.0
+                    for f in range(F):
+                        dlt = tap_delta(_guide_at(g, gc, gb, n, z, y, xx, r, xi, f), fc[f], kp)
+                        s += dlt * dlt
+                    coef = Gt[t] * tap_slope(s, Kb[t, j], kp)
+                else:
+                    coef = 0.0
                 if coef != 0.0:
                     ggrow = gg[n, z, y, xx]
-                    if gc == 0:  # contiguous guide row
-                        grow = g[n, z, y, xx]
-                        for f in range(F):
-                            dlt = coef * (fc[f] - grow[f])
-                            ggrow[f] += dlt
-                            cacc[f] += dlt
-                    else:
-                        xi = xx + lo2
-                        for f in range(F):
-                            dlt = coef * (fc[f] - gb[r, f, xi])
-                            ggrow[f] += dlt
-                            cacc[f] += dlt
+                    for f in range(F):
+                        dlt = coef * tap_delta(_guide_at(g, gc, gb, n, z, y, xx, r, xi, f), fc[f], kp)
+                        ggrow[f] += dlt
+                        cacc[f] += dlt
                 t += 1
     cz = z0 + (ks[0] // 2) * dl[0]
     cy = y0 + (ks[1] // 2) * dl[1]
@@ -299,7 +341,30 @@ def _grad_guide_window(g, gc, gg, gb, n, z0, y0, x0, xcen, ks, dl, lo2, F, Kb, j
             gg[n, cz, cy, cx, f] -= cacc[f]
 
 
-def _pac_backward(go, gu, x, xc, g, gc, w, ks, st, lo, dl, normalize, nthreads, gx, gg, gw_part, gb_part):
+@njit(inline="always", cache=True)
+def scatter_bands(k, dil, stride, Ho, nthreads):
+    """``(L, bands)``: output rows in bands of ``L >= P`` rows, ``P*stride`` more than a
+    window's extent ``(k-1)*dil + 1`` along the row axis.  Even bands run in parallel, then
+    odd bands, so that no two concurrent bands scatter into the same input rows."""
+    P = ((k - 1) * dil) // stride + 1
+    L = max(P, (Ho + 4 * nthreads - 1) // (4 * nthreads))
+    return L, (Ho + L - 1) // L
+
+
+@njit(inline="always", cache=True)
+def band_count(bands, ph):
+    """Bands of phase ``ph`` (0: even bands, 1: odd bands) per image."""
+    return (bands - ph + 1) // 2
+
+
+@njit(inline="always", cache=True)
+def band_item(item, ph, bands):
+    """Image ``n`` and band of parallel work item ``item`` of phase ``ph``."""
+    per_n = band_count(bands, ph)
+    return item // per_n, ph + 2 * (item % per_n)
+
+
+def _pac_backward(go, gu, x, xc, g, gc, w, ks, st, lo, dl, kp, normalize, nthreads, gx, gg, gw_part, gb_part):
     """Fused backward.  ``gu`` is grad_out's half code.  Writes ``gx`` (N,D,H,W,C), ``gg``
     (N,D,H,W,F) (both zeroed by the caller), and per-thread partial sums ``gw_part``
     (threads, T, C, O) and ``gb_part`` (threads, O), zeroed by the caller.
@@ -321,16 +386,10 @@ def _pac_backward(go, gu, x, xc, g, gc, w, ks, st, lo, dl, normalize, nthreads, 
     lo2 = lo[2]
     Wp = _buffer_width(W, Wo, ks, st, lo, dl)
     R = ks[0] * ks[1]
-    # race-free scatter: output rows in bands of L >= P rows (P*stride > a window's extent);
-    # even bands in parallel, then odd bands, so that no two concurrent bands share input rows
-    P = ((ks[1] - 1) * dl[1]) // st[1] + 1
-    L = max(P, (Ho + 4 * nthreads - 1) // (4 * nthreads))
-    bands = (Ho + L - 1) // L
+    L, bands = scatter_bands(ks[1], dl[1], st[1], Ho, nthreads)
     for ph in range(2):
-        per_n = (bands - ph + 1) // 2
-        for item in prange(N * per_n):
-            n = item // per_n
-            band = ph + 2 * (item % per_n)
+        for item in prange(N * band_count(bands, ph)):
+            n, band = band_item(item, ph, bands)
             tid = get_thread_id()
             gw2 = gw_part[tid].reshape(TC, O)
             gb = np.empty((R, F, Wp), gx.dtype)
@@ -353,7 +412,7 @@ def _pac_backward(go, gu, x, xc, g, gc, w, ks, st, lo, dl, normalize, nthreads, 
                     for ow0 in range(0, Wo, PB):
                         nb = min(PB, Wo - ow0)
                         # kernels, grad_out and input windows of the block
-                        _block_kernel(gb, vb, ks, dl, s2, ow0, nb, F, fast, Kb, dist, ei)
+                        _any_kernel(gb, vb, ks, dl, s2, ow0, nb, F, fast, kp, Kb, dist, ei)
                         _window_norms(Kb, T, nb, normalize, inv)
                         for j in range(nb):
                             for o in range(O):
@@ -369,7 +428,7 @@ def _pac_backward(go, gu, x, xc, g, gc, w, ks, st, lo, dl, normalize, nthreads, 
                             if normalize:
                                 _unnormalised_grad(Kb, j, iv, T, Gt)
                             xcen = (ow0 + j) * s2 + (ks[2] // 2) * dl[2]  # guide-row buffer column
-                            _grad_guide_window(g, gc, gg, gb, n, z0, y0, x0, xcen, ks, dl, lo2, F, Kb, j, Gt,
+                            _grad_guide_window(g, gc, gg, gb, n, z0, y0, x0, xcen, ks, dl, lo2, F, kp, Kb, j, Gt,
                                                fc, cacc)
                         gw2 += np.dot(X[:nb].T, Gv[:nb])  # (T*C, O): sum_j K_t x[q, c] g[o]
 
@@ -415,7 +474,8 @@ def _arg_type(a, role):
     return types.Array(from_dtype(a.dtype), a.ndim, layout, readonly=role != "w")
 
 
-def _call(pyfunc, roles, *args, parallel=True, fastmath=False):
+def call_specialised(pyfunc, roles, *args, parallel=True, fastmath=False):
+    """``pyfunc(*args)`` compiled once per argument-type signature (``roles`` as above)."""
     sig = tuple(_arg_type(a, r) for a, r in zip(args, roles))
     key = (pyfunc.__name__, sig)
     disp = _SPECIALISED.get(key)
@@ -425,17 +485,17 @@ def _call(pyfunc, roles, *args, parallel=True, fastmath=False):
     return disp(*args)
 
 
-def pac_forward(x, xc, g, gc, w, b, has_bias, ks, st, lo, dl, normalize, out):
-    return _call(_pac_forward, ("r", "", "r", "", "c", "c", "", "c", "c", "c", "c", "", "w"),
-                 x, xc, g, gc, w, b, has_bias, ks, st, lo, dl, normalize, out)
+def pac_forward(x, xc, g, gc, w, b, has_bias, ks, st, lo, dl, kp, normalize, out):
+    return call_specialised(_pac_forward, ("r", "", "r", "", "c", "c", "", "c", "c", "c", "c", "c", "", "w"),
+                            x, xc, g, gc, w, b, has_bias, ks, st, lo, dl, kp, normalize, out)
 
 
-def pac_backward(go, gu, x, xc, g, gc, w, ks, st, lo, dl, normalize, gx, gg, gw_part, gb_part):
-    return _call(_pac_backward, ("r", "", "r", "", "r", "", "c", "c", "c", "c", "c", "", "", "w", "w", "w", "w"),
-                 go, gu, x, xc, g, gc, w, ks, st, lo, dl, normalize, np.int64(gw_part.shape[0]), gx, gg, gw_part,
-                 gb_part,
-                 fastmath={"reassoc", "contract"})
+def pac_backward(go, gu, x, xc, g, gc, w, ks, st, lo, dl, kp, normalize, gx, gg, gw_part, gb_part):
+    return call_specialised(_pac_backward,
+                            ("r", "", "r", "", "r", "", "c", "c", "c", "c", "c", "c", "", "", "w", "w", "w", "w"),
+                            go, gu, x, xc, g, gc, w, ks, st, lo, dl, kp, normalize, np.int64(gw_part.shape[0]), gx, gg,
+                            gw_part, gb_part, fastmath={"reassoc", "contract"})
 
 
 def count_nonfinite(a, code):
-    return _call(_count_nonfinite, ("r", ""), a, np.int64(code), parallel=False)
+    return call_specialised(_count_nonfinite, ("r", ""), a, np.int64(code), parallel=False)

@@ -12,7 +12,6 @@ before one atomic add per weight and block.
 Kernels work on the 3-D embedding (a 2-D problem has a leading spatial axis of size 1).
 """
 
-import math
 
 import numpy as np
 from numba import cuda, float32, float64
@@ -20,10 +19,17 @@ from numba import cuda, float32, float64
 from .._shared._cuda_support import kernel_factory
 from .._shared.backend import cuda_simulated
 from .._shared.halfprec import cuda_loaders
+from . import _kinds
 
 SHARED_BYTES = 48 * 1024  # static shared memory a block may use on every CUDA GPU
 
 # ``prm`` (int64[12]): kd kh kw | st0 st1 st2 (3..5) | lo0 lo1 lo2 (6..8) | dl0 dl1 dl2 (9..11)
+
+
+# the per-tap kernel of every kind (:mod:`._kinds`) as device functions; ``kp`` (float64[4])
+tap_delta = cuda.jit(device=True, inline=True)(_kinds.tap_delta)
+tap_value = cuda.jit(device=True, inline=True)(_kinds.tap_value)
+tap_slope = cuda.jit(device=True, inline=True)(_kinds.tap_slope)
 
 
 # -- index arithmetic of a tile (no dtype dependence) ---------------------------------------
@@ -89,7 +95,7 @@ def _centre(p, TW, RY, RX, prm, z0, y0, x0):
 
 
 @cuda.jit(device=True, inline=True)
-def _inside(a, z, y, xx):
+def inside(a, z, y, xx):
     return 0 <= z < a.shape[1] and 0 <= y < a.shape[2] and 0 <= xx < a.shape[3]
 
 
@@ -102,8 +108,15 @@ def _window_inverse(sm, p, T, normalize):
         s = 0.0
         for t in range(T):
             s += sm[p * T + t]
-        inv = 1.0 / s if s > 0 else 0.0
+        inv = 1.0 / s if s != 0 else 0.0
     return inv
+
+
+@cuda.jit(device=True, inline=True)
+def flat_position(i, a):
+    """``(n, z, y, x)`` of flat index ``i`` over the first four axes of ``a``."""
+    Do, Ho, Wo = a.shape[1], a.shape[2], a.shape[3]
+    return i // (Wo * Ho * Do), (i // (Wo * Ho)) % Do, (i // Wo) % Ho, i % Wo
 
 
 def _shared_layout(double):
@@ -127,14 +140,15 @@ def _tile_loaders(double):
             z = z0 + r // (RY * RX)
             y = y0 + (r // RX) % RY
             xx = x0 + r % RX
-            if _inside(a, z, y, xx):
+            if inside(a, z, y, xx):
                 sm[base + i] = load(a, (n, z, y, xx, c0 + c), code)
             else:
                 sm[base + i] = 0
 
     @cuda.jit(device=True, inline=True)
-    def build_kernels(sm, g, gc, n, z0, y0, x0, TW, TP, T, RY, RX, R, CH, REG, prm, tid, nth):
-        """sm[p*T + t] = K (raw Gaussian, 0 for taps outside the image)."""
+    def build_kernels(sm, g, gc, n, z0, y0, x0, TW, TP, T, RY, RX, R, CH, REG, DS, prm, kp, tid, nth):
+        """sm[p*T + t] = K of kind ``kp`` (0 for taps outside the image); with ``DS >= 0``
+        also ``sm[DS + p*T + t]`` = the tap's summed squared difference (for ``dK/ds``)."""
         F = g.shape[4]
         TT = TP * T
         for i in range(tid, TT, nth):
@@ -151,14 +165,16 @@ def _tile_loaders(double):
                 rc, cz, cy, cx = _centre(p, TW, RY, RX, prm, z0, y0, x0)
                 acc = 0.0
                 for f in range(nf):
-                    d = sm[REG + rc * nf + f] - sm[REG + rq * nf + f]
+                    d = tap_delta(sm[REG + rq * nf + f], sm[REG + rc * nf + f], kp)
                     acc += d * d
                 sm[i] += acc
         cuda.syncthreads()
         for i in range(tid, TT, nth):
             rq, z, y, xx, py, px = _tap(i // T, i % T, TW, RY, RX, prm, z0, y0, x0)
-            if _inside(g, z, y, xx):
-                sm[i] = math.exp(-0.5 * sm[i])
+            if DS >= 0:
+                sm[DS + i] = sm[i]
+            if inside(g, z, y, xx):
+                sm[i] = tap_value(sm[i], kp)
             else:
                 sm[i] = 0
         cuda.syncthreads()
@@ -172,7 +188,7 @@ def _forward_kernel(double):
     _, load_region, build_kernels = _tile_loaders(double)
 
     @cuda.jit
-    def forward(x, xc, g, gc, w, b, has_bias, prm, normalize, TH, TW, CH, out):
+    def forward(x, xc, g, gc, w, b, has_bias, prm, kp, normalize, TH, TW, CH, out):
         C = x.shape[4]
         T = w.shape[0]
         O = w.shape[2]
@@ -183,7 +199,7 @@ def _forward_kernel(double):
         sm = cuda.shared.array(CAP, DT)
         TP = TH * TW
         REG = TP * T
-        build_kernels(sm, g, gc, n, z0, y0, x0, TW, TP, T, RY, RX, R, CH, REG, prm, tid, nth)
+        build_kernels(sm, g, gc, n, z0, y0, x0, TW, TP, T, RY, RX, R, CH, REG, -1, prm, kp, tid, nth)
         if normalize:
             for p in range(tid, TP, nth):
                 inv = _window_inverse(sm, p, T, normalize)
@@ -278,20 +294,24 @@ def _backward_steps(double):
             cuda.atomic.add(gw, (t, c0 + c, o), s)
 
     @cuda.jit(device=True, inline=True)
-    def grad_guide_chunk(sm, TT, T, f0, nf, TW, z0, y0, x0, RY, RX, GG, REG, prm, gg, n, tid, nth):
-        # dK/df_q = K (f_c - f_q) = -dK/df_c, for features f0 .. f0+nf
+    def grad_guide_chunk(sm, TT, T, f0, nf, TW, z0, y0, x0, RY, RX, GG, REG, DS, prm, kp, gg, n, tid, nth):
+        # dK/df_q = slope * Delta = -dK/df_c (tap_slope, tap_delta), for features f0 .. f0+nf
         for i in range(tid, TT * nf, nth):
             pt = i // nf
             f = i % nf
             p = pt // T
             t = pt % T
-            coef = sm[GG + pt] * sm[pt]
+            rq, z, y, xx, py, px = _tap(p, t, TW, RY, RX, prm, z0, y0, x0)
+            coef = 0.0
+            if kp[0] == 0.0:
+                coef = -sm[GG + pt] * sm[pt]
+            elif inside(gg, z, y, xx):
+                coef = sm[GG + pt] * tap_slope(sm[DS + pt], sm[pt], kp)
             if coef != 0:
-                rq, z, y, xx, py, px = _tap(p, t, TW, RY, RX, prm, z0, y0, x0)
                 rc, cz, cy, cx = _centre(p, TW, RY, RX, prm, z0, y0, x0)
-                dlt = coef * (sm[REG + rc * nf + f] - sm[REG + rq * nf + f])
+                dlt = coef * tap_delta(sm[REG + rq * nf + f], sm[REG + rc * nf + f], kp)
                 cuda.atomic.add(gg, (n, z, y, xx, f0 + f), dlt)
-                if _inside(gg, cz, cy, cx):
+                if inside(gg, cz, cy, cx):
                     cuda.atomic.add(gg, (n, cz, cy, cx, f0 + f), -dlt)
 
     return load_region, grad_bias, grad_x_chunk, grad_weight_chunk, grad_guide_chunk
@@ -304,7 +324,7 @@ def _backward_kernel(double):
     load_region, grad_bias, grad_x_chunk, grad_weight_chunk, grad_guide_chunk = _backward_steps(double)
 
     @cuda.jit
-    def backward(go, gu, x, xc, g, gc, w, prm, normalize, TH, TW, CH, gx, gg, gw, gb):
+    def backward(go, gu, x, xc, g, gc, w, prm, kp, normalize, TH, TW, CH, gx, gg, gw, gb):
         C = x.shape[4]
         F = g.shape[4]
         T = w.shape[0]
@@ -317,8 +337,9 @@ def _backward_kernel(double):
         TT = TP * T
         INV = TT  # TP values: 1/sum (normalize) or 1
         GG = TT + TP  # TT values: dL/dK
-        REG = 2 * TT + TP
-        build_kernels(sm, g, gc, n, z0, y0, x0, TW, TP, T, RY, RX, R, CH, REG, prm, tid, nth)
+        DS = -1 if kp[0] == 0.0 else 2 * TT + TP  # TT values: summed squared differences (non-Gaussian)
+        REG = 2 * TT + TP if DS < 0 else 3 * TT + TP
+        build_kernels(sm, g, gc, n, z0, y0, x0, TW, TP, T, RY, RX, R, CH, REG, DS, prm, kp, tid, nth)
         for p in range(tid, TP, nth):
             inv = _window_inverse(sm, p, T, normalize)
             oy, ox, inside = _out_position(p, ty, tx, TH, TW, Ho, Wo)
@@ -350,13 +371,14 @@ def _backward_kernel(double):
             cuda.syncthreads()
             load_region(sm, REG, g, gc, n, f0, nf, z0, y0, x0, RY, RX, R, tid, nth)
             cuda.syncthreads()
-            grad_guide_chunk(sm, TT, T, f0, nf, TW, z0, y0, x0, RY, RX, GG, REG, prm, gg, n, tid, nth)
+            grad_guide_chunk(sm, TT, T, f0, nf, TW, z0, y0, x0, RY, RX, GG, REG, DS, prm, kp, gg, n, tid, nth)
 
     return backward
 
 
-def plan(geo, cap, simulated):
-    """Tile ``(TH, TW)``, channel chunk ``CH`` and threads per block for shared capacity ``cap``."""
+def plan(geo, cap, simulated, per_tap=2):
+    """Tile ``(TH, TW)``, channel chunk ``CH`` and threads per block for shared capacity ``cap``
+    when the block keeps ``per_tap`` values per (position, tap) beside the region."""
     kd, kh, kw = (int(k) for k in geo["ks"])
     s1, s2 = int(geo["st"][1]), int(geo["st"][2])
     d0, d1, d2 = (int(v) for v in geo["dl"])
@@ -368,7 +390,7 @@ def plan(geo, cap, simulated):
     def need(TH, TW):
         TP = TH * TW
         R = ((kd - 1) * d0 + 1) * ((TH - 1) * s1 + (kh - 1) * d1 + 1) * ((TW - 1) * s2 + (kw - 1) * d2 + 1)
-        return 2 * TP * T + TP, R
+        return per_tap * TP * T + TP, R
 
     fixed, R = need(TH, TW)
     while fixed + R > cap:
@@ -387,9 +409,11 @@ def plan(geo, cap, simulated):
     return TH, TW, CH, threads
 
 
-def _params(call, geo):
+def cuda_params(call, geo):
+    """``prm`` (window geometry) and ``kp`` (kernel kind) on the backend."""
     prm = np.concatenate([geo["ks"], geo["st"], geo["lo"], geo["dl"]]).astype(np.int64)
-    return cuda.to_device(prm) if call.device_arrays else prm
+    kp = np.asarray(geo["kp"], np.float64)
+    return (cuda.to_device(prm), cuda.to_device(kp)) if call.device_arrays else (prm, kp)
 
 
 def _blocks(geo, TH, TW):
@@ -397,7 +421,7 @@ def _blocks(geo, TH, TW):
     return geo["N"] * Do * ((Ho + TH - 1) // TH) * ((Wo + TW - 1) // TW)
 
 
-def _inputs(call, *arrays):
+def cuda_inputs(call, *arrays):
     """Under the simulator, kernels launched on host arrays copy them back afterwards, which
     read-only or non-contiguous inputs refuse: hand inputs over as (simulated) device copies
     (on a GPU they are device arrays already, contiguous by construction)."""
@@ -407,22 +431,23 @@ def _inputs(call, *arrays):
 
 
 def forward(call, x, xc, g, gc, w, b, has_bias, geo, normalize, out):
-    x, g, w, b = _inputs(call, x, g, w, b)
+    x, g, w, b = cuda_inputs(call, x, g, w, b)
     double = geo["dtype"] == np.float64
     fwd = _forward_kernel(double)
     TH, TW, CH, threads = plan(geo, _shared_layout(double)[1], cuda_simulated())
-    fwd[_blocks(geo, TH, TW), threads](x, np.int64(xc), g, np.int64(gc), w, b, has_bias, _params(call, geo),
+    fwd[_blocks(geo, TH, TW), threads](x, np.int64(xc), g, np.int64(gc), w, b, has_bias, *cuda_params(call, geo),
                                         normalize, TH, TW, CH, out)
     if call.device_arrays:  # pragma: no cover - needs a GPU
         cuda.synchronize()
 
 
 def backward(call, go, gu, x, xc, g, gc, w, geo, normalize, gx, gg, gw, gb):
-    go, x, g, w = _inputs(call, go, x, g, w)
+    go, x, g, w = cuda_inputs(call, go, x, g, w)
     double = geo["dtype"] == np.float64
     bwd = _backward_kernel(double)
-    TH, TW, CH, threads = plan(geo, _shared_layout(double)[1], cuda_simulated())
-    bwd[_blocks(geo, TH, TW), threads](go, np.int64(gu), x, np.int64(xc), g, np.int64(gc), w, _params(call, geo),
+    per_tap = 2 if geo["kp"][0] == 0 else 3  # non-Gaussian kinds keep each tap's distance
+    TH, TW, CH, threads = plan(geo, _shared_layout(double)[1], cuda_simulated(), per_tap)
+    bwd[_blocks(geo, TH, TW), threads](go, np.int64(gu), x, np.int64(xc), g, np.int64(gc), w, *cuda_params(call, geo),
                                         normalize, TH, TW, CH, gx, gg, gw, gb)
     if call.device_arrays:  # pragma: no cover - needs a GPU
         cuda.synchronize()

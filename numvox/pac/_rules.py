@@ -7,7 +7,9 @@ import numpy as np
 
 from .._shared.validate import as_int_tuple, check_choice, check_real_dtype
 
-KERNELS = ("gaussian",)
+KERNELS = ("gaussian", "inv_{alpha}_{lambda}", "inv_{alpha}_{lambda}_asym")
+"""The adaptive kernel kinds (pacnet's ``kernel_type``); an inverse kind may also end in
+``_fixed`` (its alpha and lambda are not trained by the Keras layers)."""
 PADDINGS = ("same", "valid")
 
 
@@ -17,15 +19,50 @@ def result_dtype(*dtypes):
     return np.dtype(np.float64 if f64 else np.float32)
 
 
+def parse_kernel(kernel):
+    """``(kind, alpha, lambda, asym, fixed)`` of a kernel name: kind ``"gaussian"`` or
+    ``"inv"`` (``K = alpha + (sum(Delta**2) + 1e-4) ** (lambda/2)``, ``Delta`` rectified
+    for ``_asym``); alpha and lambda are ``None`` for the Gaussian."""
+    if kernel == "gaussian":
+        return "gaussian", None, None, False, False
+    parts = kernel.split("_") if isinstance(kernel, str) else []
+    flags = parts[3:]
+    if len(parts) >= 3 and parts[0] == "inv" and len(set(flags)) == len(flags) and set(flags) <= {"asym", "fixed"}:
+        try:
+            alpha, lam = float(parts[1]), float(parts[2])
+        except ValueError:
+            alpha = lam = float("nan")
+        if np.isfinite(alpha) and np.isfinite(lam):
+            return "inv", alpha, lam, "asym" in flags, "fixed" in flags
+    raise ValueError(
+        f"kernel must be one of {', '.join(map(repr, KERNELS))} (alpha, lambda: finite numbers; an inverse "
+        f"kind may end in '_fixed'); got {kernel!r}"
+    )
+
+
+def kernel_params(kernel, alpha=None, lam=None):
+    """The float64 array ``[kind, alpha, lambda, asym]`` the kernels read (kind 0: Gaussian,
+    1: inverse; see :mod:`numvox.pac._kinds`).  ``alpha``/``lam`` override the name's values."""
+    kind, a, b, asym, _ = parse_kernel(kernel)
+    if kind == "gaussian":
+        return np.zeros(4, np.float64)
+    a = a if alpha is None else float(alpha)
+    b = b if lam is None else float(lam)
+    return np.array([1.0, a, b, 1.0 if asym else 0.0], np.float64)
+
+
 def check_options(kernel, normalize):
-    """The ``kernel`` and ``normalize`` options of both public functions."""
-    check_choice(kernel, "kernel", KERNELS)
+    """The ``kernel`` and ``normalize`` options of the public functions; returns
+    :func:`kernel_params` of ``kernel``."""
+    kp = kernel_params(kernel)
     if not isinstance(normalize, (bool, np.bool_)):
         raise TypeError(f"normalize must be True or False; got {normalize!r}")
+    return kp
 
 
-def check_inputs(x, guide, weight, bias, grad_out=None):
-    """Shapes and dtypes; returns the number of spatial axes d (2 or 3)."""
+def check_inputs(x, guide, weight, bias, grad_out=None, same_size=True):
+    """Shapes and dtypes; returns the number of spatial axes d (2 or 3).  ``same_size``:
+    ``x`` and ``guide`` must agree in spatial size (else only in batch size)."""
     for a, name in ((x, "x"), (guide, "guide"), (weight, "weight"), (bias, "bias"), (grad_out, "grad_out")):
         if a is not None:
             check_real_dtype(a, name, allow_int=False)
@@ -41,9 +78,9 @@ def check_inputs(x, guide, weight, bias, grad_out=None):
                 f"{name} has shape {tuple(a.shape)}; a {d}-D weight {tuple(weight.shape)} needs "
                 f"{name} of shape (N, {', '.join('HW' if d == 2 else 'DHW')}, {last}) ({d + 2}-D)"
             )
-    if tuple(x.shape[:-1]) != tuple(guide.shape[:-1]):
+    if tuple(x.shape[:-1] if same_size else x.shape[:1]) != tuple(guide.shape[:-1] if same_size else guide.shape[:1]):
         raise ValueError(
-            f"x and guide must agree in batch and spatial size: x has {tuple(x.shape)}, "
+            f"x and guide must agree in batch{' and spatial' if same_size else ''} size: x has {tuple(x.shape)}, "
             f"guide has {tuple(guide.shape)}"
         )
     if x.shape[-1] != weight.shape[-2]:
@@ -108,6 +145,82 @@ def output_shape(x_shape, kernel_size, stride=1, padding="same", dilation=1, fil
     return [x_shape[0], *out, filters]
 
 
+def check_pool_inputs(x, guide, channel_wise, grad_out=None):
+    """Shapes and dtypes of :func:`numvox.pac_pool`'s arrays; returns d (2 or 3)."""
+    for a, name in ((x, "x"), (guide, "guide"), (grad_out, "grad_out")):
+        if a is not None:
+            check_real_dtype(a, name, allow_int=False)
+    if len(x.shape) not in (4, 5):
+        raise ValueError(f"x has shape {tuple(x.shape)}; expected (N, H, W, C) or (N, D, H, W, C)")
+    if tuple(x.shape[:-1]) != tuple(guide.shape[:-1]) or len(guide.shape) != len(x.shape):
+        raise ValueError(
+            f"x and guide must agree in batch and spatial size: x has {tuple(x.shape)}, "
+            f"guide has {tuple(guide.shape)}"
+        )
+    if not isinstance(channel_wise, (bool, np.bool_)):
+        raise TypeError(f"channel_wise must be True or False; got {channel_wise!r}")
+    if channel_wise and guide.shape[-1] != x.shape[-1]:
+        raise ValueError(
+            f"channel_wise=True needs one guide feature per channel: guide has {guide.shape[-1]} "
+            f"features (shape {tuple(guide.shape)}), x has {x.shape[-1]} channels (shape {tuple(x.shape)})"
+        )
+    return len(x.shape) - 2
+
+
+def pool_output_shape(x_shape, kernel_size, stride=1, padding=0, dilation=1):
+    """Shape of :func:`numvox.pac_pool`'s result, ``[N, *S_out, C]`` (``None`` where unknown)."""
+    if x_shape is None:
+        return None
+    x_shape = list(x_shape)
+    d = len(x_shape) - 2
+    ksize = as_int_tuple(kernel_size, d, "kernel_size", minimum=1)
+    return output_shape(x_shape, ksize, stride, padding, dilation, x_shape[-1])
+
+
+def transpose_geometry(spatial, ksize, stride, padding, output_padding, dilation):
+    """``(stride, P, half, dilation, out_spatial)`` of a transposed PAC, as tuples, checked.
+
+    The zero-inserted input is padded by ``P = (k-1)*dilation - padding`` before (and
+    ``P + output_padding`` after); the guide window of output ``i`` starts at
+    ``i - half``, ``half = (k-1)*dilation//2``; ``out = (s-1)*stride - 2*padding +
+    dilation*(k-1) + 1 + output_padding`` (``None`` where ``s`` or ``k`` is ``None``).
+    """
+    d = len(ksize)
+    stride = as_int_tuple(stride, d, "stride", minimum=1)
+    dilation = as_int_tuple(dilation, d, "dilation", minimum=1)
+    if isinstance(padding, str):
+        raise ValueError(f"padding of a transposed PAC must be an int or one int per axis; got {padding!r}")
+    padding = as_int_tuple(padding, d, "padding", minimum=0)
+    output_padding = as_int_tuple(output_padding, d, "output_padding", minimum=0)
+    for op, s_, dl in zip(output_padding, stride, dilation):
+        if op >= max(s_, dl):
+            raise ValueError(
+                f"output_padding {output_padding} must be smaller than the stride {stride} or the dilation "
+                f"{dilation} along each axis"
+            )
+    P = tuple(None if k is None else (k - 1) * dl - p for k, dl, p in zip(ksize, dilation, padding))
+    half = tuple(None if k is None else (k - 1) * dl // 2 for k, dl in zip(ksize, dilation))
+    out = tuple(None if s_ is None or k is None else (s_ - 1) * st - 2 * p + dl * (k - 1) + 1 + op
+                for s_, k, st, p, op, dl in zip(spatial, ksize, stride, padding, output_padding, dilation))
+    if any(o is not None and o < 1 for o in out):
+        raise ValueError(
+            f"a transposed PAC of input {tuple(spatial)} with kernel {tuple(ksize)}, stride {stride}, padding "
+            f"{padding}, dilation {dilation} has an empty output {out}; use less padding"
+        )
+    return stride, P, half, dilation, out
+
+
+def transpose_output_shape(x_shape, kernel_size, stride=1, padding=0, output_padding=0, dilation=1, filters=None):
+    """Shape of :func:`numvox.pac_conv_transpose`'s result, ``[N, *S, filters]`` (``None``
+    where unknown): ``S = (s-1)*stride - 2*padding + dilation*(k-1) + 1 + output_padding``."""
+    if x_shape is None or kernel_size is None:
+        return None
+    x_shape, kernel_size = list(x_shape), list(kernel_size)
+    d = len(kernel_size)
+    *_, out = transpose_geometry(x_shape[1:1 + d], kernel_size, stride, padding, output_padding, dilation)
+    return [x_shape[0], *out, filters]
+
+
 # -- output specs: ``numvox._shared.ops.OpSpec.output_specs`` --------------------------------
 def _spec_dtype(dtypes):
     # x, guide and weight decide the static result dtype (the wrappers cast to it)
@@ -137,3 +250,29 @@ def pac_backward_output_specs(shapes, dtypes, options):
         (w, dtype),
         (None if w is None else [w[-1]], dtype),
     ]
+
+
+def pool_output_specs(shapes, dtypes, options):
+    """``pac_pool``: ``(N, *S_out, C)``, float64 if ``x`` or ``guide`` is float64, else float32."""
+    dtype = _spec_dtype(dtypes)
+    shape = pool_output_shape(shapes["x"], options["kernel_size"], options.get("stride", 1),
+                              options.get("padding", 0), options.get("dilation", 1))
+    return [(shape, dtype)]
+
+
+def pool_backward_output_specs(shapes, dtypes, options):
+    """``pac_pool_backward``: the shapes of ``x`` and ``guide``."""
+    dtype = _spec_dtype(dtypes)
+    return [(shapes["x"], dtype), (shapes["guide"], dtype)]
+
+
+def transpose_output_specs(shapes, dtypes, options):
+    """``pac_conv_transpose``: ``(N, *S, O)`` (see :func:`transpose_output_shape`), dtype as
+    :func:`pac_output_specs`."""
+    x, w = shapes["x"], shapes["weight"]
+    dtype = _spec_dtype(dtypes)
+    if x is None or w is None:
+        return [(None, dtype)]
+    shape = transpose_output_shape(x, w[:-2], options.get("stride", 1), options.get("padding", 0),
+                                   options.get("output_padding", 0), options.get("dilation", 1), w[-1])
+    return [(shape, dtype)]
