@@ -16,15 +16,15 @@ from numba import njit, prange
 from numvox._shared.halfprec import load_f64
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def scan_values(flat, code, base, shape, st):
-    """``(nonfinite_count, max_abs)`` of the 6-D strided view (half precision decoded)."""
-    n0 = shape[0]
-    bad = np.zeros(max(n0, 1), dtype=np.int64)
-    big = np.zeros(max(n0, 1), dtype=np.float64)
-    for n in prange(n0):
-        b = 0
-        m = 0.0
+    """``(nonfinite_count, max_abs)`` of the 6-D strided view (half precision decoded).
+
+    Serial: one memory-bound pass, small next to the correlation itself, and a parallel loop
+    here would more than double this kernel's compile time on a first call."""
+    b = 0
+    m = 0.0
+    for n in range(shape[0]):
         for c in range(shape[1]):
             for i0 in range(shape[2]):
                 for i1 in range(shape[3]):
@@ -36,9 +36,7 @@ def scan_values(flat, code, base, shape, st):
                                 b += 1
                             elif abs(v) > m:
                                 m = abs(v)
-        bad[n] = b
-        big[n] = m
-    return bad.sum(), big.max()
+    return b, m
 
 
 @njit(parallel=True, cache=True)
