@@ -5,7 +5,7 @@ import pytest
 from conftest import SIMULATED
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from reference import ref_basins, ref_labels, ref_scores
+from reference import ref_basins, ref_labels, ref_labels_exact, ref_scores
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
@@ -242,9 +242,46 @@ def test_empty(backend, shape):
     assert bas.shape == shape and bas.dtype == np.int32
 
 
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64])
+def test_64_bit_integers_exact_far_from_zero(backend, dtype):
+    """A small value range anywhere in the 64-bit range is exact: ``v + offset`` has the labels
+    of ``v`` (several tiles; the dtype's extreme values included)."""
+    v = np.random.default_rng(5).integers(0, 6, (3, 19, 300))
+    want = ref_labels(v.astype(np.int16))
+    info = np.iinfo(dtype)
+    for offset in (int(info.min), int(info.max) - 5, 2**62 + 12345):
+        w = (v.astype(dtype) + np.array(offset, dtype)).astype(dtype)
+        np.testing.assert_array_equal(numvox.descent_labels(w, backend=backend), want)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64])
+def test_64_bit_integers_spanning_the_whole_range(backend, dtype):
+    """Values 2**52 and more apart (the CPU redoes such tiles voxel by voxel, exactly): the exact
+    reference, in a volume of two tiles of which only the second spans that far."""
+    rng = np.random.default_rng(6)
+    info = np.iinfo(dtype)
+    v = rng.integers(0, 4, (2, 18, 12)).astype(dtype)
+    pool = np.array([info.min, info.min + 1, 0, 1, 2**62, info.max - 1, info.max], dtype)
+    v[:, 17] = rng.choice(pool, (2, 12))
+    np.testing.assert_array_equal(numvox.descent_labels(v, backend=backend), ref_labels_exact(v))
+    w = rng.choice(pool, (3, 4, 5))
+    np.testing.assert_array_equal(numvox.descent_labels(w, backend=backend), ref_labels_exact(w))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_floats_near_the_dtype_maximum_in_one_tile(backend, dtype):
+    """Differences that overflow to inf make no false ties; the other tile is untouched."""
+    rng = np.random.default_rng(7)
+    v = rng.integers(-3, 4, (2, 18, 12)).astype(dtype)
+    v[:, 17] = rng.choice([-1.0, -0.5, 0.0, 0.5, 1.0], (2, 12)) * np.finfo(dtype).max
+    np.testing.assert_array_equal(numvox.descent_labels(v, backend=backend), ref_labels_exact(v))
+
+
 def test_huge_float64_values_do_not_crash():
+    """Differences overflow to inf here: the float64 ``ref_labels`` then has false ties
+    between distance classes, so the exact reference is the oracle."""
     v = np.random.default_rng(12).choice([-1.7e308, 0.0, 1.7e308], (5, 5, 5))
-    np.testing.assert_array_equal(numvox.descent_labels(v), ref_labels(v))
+    np.testing.assert_array_equal(numvox.descent_labels(v), ref_labels_exact(v))
 
 
 # -- chunk entry point ------------------------------------------------------------------

@@ -19,8 +19,13 @@ def descent_labels(volume, *, border="inside", out=None, backend=None):
     Parameters
     ----------
     volume : array_like, 3-D
-        Any real dtype (bool excluded): uint8/int8/.../int64, float16, bfloat16, float32,
-        float64; any memory order.  NumPy, TensorFlow, CuPy or ``__cuda_array_interface__``.
+        Any real dtype (bool excluded): uint8/int8/uint16/int16/uint32/int32/uint64/int64,
+        float16, bfloat16, float32, float64; any memory order (strided, read-only and
+        memory-mapped arrays are read in place).  Either byte order: big-endian input (as
+        nibabel returns for many NIfTI/Analyze files, or FITS data) is converted once to
+        native order by the shared input policy (:mod:`numvox._shared.arrays`), one copy of
+        the volume; native-order input is not copied.  NumPy, TensorFlow, CuPy or
+        ``__cuda_array_interface__``.
     border : {"inside", "zero"}
         ``"inside"`` (default): at the volume's faces only in-volume neighbours are
         candidates.  ``"zero"``: the outermost layer is labelled 0 and not computed (the
@@ -42,21 +47,38 @@ def descent_labels(volume, *, border="inside", out=None, backend=None):
     Raises
     ------
     TypeError
-        For a non-real dtype.
+        ``volume`` is None, not an array (nor readable as one), or has a dtype no kernel
+        reads (bool, object, str/bytes, structured, complex, datetime/timedelta, quantised
+        or string TensorFlow tensors), refused before any foreign library touches its
+        buffer; the message names the argument.  Also for an ``out`` of the wrong kind
+        (not an array, a TensorFlow tensor, a host array for a CUDA call, ...) and a
+        ``backend`` that is not a string.
     ValueError
-        For a 2-D or other non-3-D input (pass ``image[None]`` for the 3x3 analogue of a
-        2-D image: codes 9..17), a volume with NaN or infinite values (with their count),
-        a bad ``border`` or a mismatched ``out``.
+        A 2-D or other non-3-D input (pass ``image[None]`` for the 3x3 analogue of a 2-D
+        image: codes 9..17); a volume with NaN or infinite values (with their count); a bad
+        ``border`` or ``backend``; an ``out`` of the wrong shape/dtype/layout or one that
+        shares memory with ``volume``.
+    MemoryError
+        When the uint8 result cannot fit in this machine's memory (stated with its size),
+        before allocating.
+    numvox.CudaUnavailableError
+        ``backend="cuda"`` (or ``NUMVOX_BACKEND=cuda``) where no CUDA GPU is usable.
 
     Notes
     -----
-    Integer inputs give exact ties and orders (see the module notes of
-    ``numvox.labels._rules``: uint8/int8 are computed in float32, other integers in float64,
-    exact for value ranges below 2**24).  Float inputs agree with a float64 reference except
-    where the top two scores are within rounding.  The CPU kernel is tiled (O(tile) extra
-    memory per thread); the CUDA kernel loads 10x10x10 shared-memory tiles for 8x8x8 outputs.
-    If ``out`` is given and the volume has NaN values, ``out`` holds garbage when the
-    ValueError is raised.
+    Exactness (the module notes of ``numvox.labels._rules`` give the proofs): integer
+    volumes get exact ties and orders whenever every voxel differs from its neighbours by
+    less than 2**24 -- always for 8- and 16-bit integers, and for 32- and 64-bit integers
+    however far from zero the values lie (int64 near 2**62, uint64 near 2**64): differences
+    are taken in integer arithmetic and only then converted to float.  Larger differences
+    are rounded once to float64 (right except where two scores of different distance
+    classes agree to ~15 digits).  Float inputs (float16/bfloat16/float32 scored in float32,
+    float64 in float64) agree with an exact reference except where the top two scores are
+    within rounding; finite values near the dtype's maximum, whose differences overflow,
+    are rescored with both sides halved, so overflow never makes a false tie.  The CPU
+    kernel is tiled (O(tile) extra memory per thread); the CUDA kernel loads 10x10x10
+    shared-memory tiles for 8x8x8 outputs.  If ``out`` is given and the volume has NaN
+    values, ``out`` holds garbage when the ValueError is raised.
 
     Examples
     --------
@@ -86,7 +108,9 @@ def descent_basins(volume, *, backend=None):
     Parameters
     ----------
     volume : array_like, 3-D
-        As for :func:`descent_labels` (finite values, any real dtype).
+        As for :func:`descent_labels`: finite values, any real dtype (bool excluded), either
+        byte order (big-endian converted once to native order: one copy), NumPy,
+        TensorFlow, CuPy or ``__cuda_array_interface__``.
     backend : {None, "cpu", "cuda"}
         Where to run (default: where the data lives).
 
@@ -97,8 +121,20 @@ def descent_basins(volume, *, backend=None):
 
     Raises
     ------
-    TypeError, ValueError
-        As :func:`descent_labels`; ValueError also for volumes of 2**31 voxels or more.
+    TypeError
+        ``volume`` is None, not an array, or has a dtype no kernel reads (as
+        :func:`descent_labels`), or a ``backend`` that is not a string; the message names
+        the argument.
+    ValueError
+        A non-3-D input, NaN or infinite values (with their count), a bad ``backend``, or a
+        volume of 2**31 voxels or more (int32 union-find indices: process it in chunks
+        with the Dask driver).
+    MemoryError
+        When the int32 result cannot fit in this machine's memory, before allocating.
+    numvox.CudaUnavailableError
+        ``backend="cuda"`` (or ``NUMVOX_BACKEND=cuda``) where no CUDA GPU is usable.
+
+    The labels follow :func:`descent_labels` (``border="inside"``), with its exactness.
 
     Notes
     -----

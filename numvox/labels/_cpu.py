@@ -38,6 +38,16 @@ error path) while the scratch planes are filled.  The scratch arrays share one b
 staggered so that the 16 streams an output row reads fall into different cache sets.
 Extra memory: one ~0.26 MiB (float32; float64: ~0.5 MiB) scratch buffer per running thread.
 
+Exactness at the edges of the number range (see ``_rules``): int64/uint64 values go into
+the scratch planes as ``float64(v - base)``, ``base`` the tile's first voxel and ``v - base``
+taken in wrapping 64-bit arithmetic, exact within 2**52 of it (:func:`_key`; the fill flags
+a tile whose values reach further).  The finiteness test of a tile's own voxels also flags
+floats within a factor 2**26 (float32) / 2**55 (float64) of the dtype's maximum, the only
+values whose differences can overflow (:func:`_any_suspect`).  Flagged tiles are redone
+voxel by voxel by :func:`direct_tiles` (same rule; exact integer differences, and halved
+differences where a float one overflowed), so the fast loops carry no extra work beyond
+one multiply in that test (and, for 64-bit integers, the range check of the keys).
+
 Basins
 ------
 Union-find over the voxel -> descent-target edges, with "link the larger root under the
@@ -65,7 +75,8 @@ through them.
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
 from numvox._shared.halfprec import NATIVE, kernel_view, load_f64
 from numvox._shared.validate import check_choice
@@ -112,42 +123,57 @@ def _gq_row(S, sp, q, H, Hc, ha, hb, hc, G, Gc, Q, Qc, tk):
         Q[sp, q - 1, r], Qc[sp, q - 1, r] = _later_if_less(x, k, S[sp, q + 1, r + 1], _C7)
 
 
+@njit(inline="always", cache=True)
+def _class_minima(S, G, Gc, Q, Qc, s0, s1, s2, q, r):
+    """``(vf, kf, ve, ke, vc, kc)``: the smallest face, edge and corner neighbour value of
+    scratch voxel ``(s1, q + 1, r + 1)`` and its code (the smallest code among equal values)."""
+    # corners: G- (codes 0..8), G+ (18..26)
+    vc, kc = _later_if_less(G[s0, q, r], Gc[s0, q, r], G[s2, q, r], Gc[s2, q, r] + _C18)
+    # edges: Q- (1..7), G0 (9..17), Q+ (19..25)
+    ve, ke = _later_if_less(Q[s0, q, r], Qc[s0, q, r], G[s1, q, r], Gc[s1, q, r] + _C9)
+    ve, ke = _later_if_less(ve, ke, Q[s2, q, r], Qc[s2, q, r] + _C18)
+    # faces: v- (4), Q0 (10..16), v+ (22)
+    vf, kf = _later_if_less(S[s0, q + 1, r + 1], _C4, Q[s1, q, r], Qc[s1, q, r] + _C9)
+    vf, kf = _later_if_less(vf, kf, S[s2, q + 1, r + 1], _C22)
+    return vf, kf, ve, ke, vc, kc
+
+
+@njit(inline="always", cache=True)
+def _choose(sf, kf, se, ke, sc, kc, zero):
+    """The label from the three class scores: the best class, ties between classes to the
+    smallest code, 13 when all are below ``zero`` (the centre's own score)."""
+    best = max(max(max(sf, se), sc), zero)
+    kf = kf if sf == best else _C45
+    ke = ke if se == best else _C45
+    kc = kc if sc == best else _C45
+    k = min(min(kf, ke), kc)
+    return np.uint8(_C13 if k == _C45 else k), best
+
+
 @njit(cache=True)
 def _out_row(S, G, Gc, Q, Qc, s0, s1, s2, q, out, oi, oj, ok, tk, w2, w3):
     """Labels of output row ``q`` of the middle plane (slots ``s0, s1, s2`` hold the planes
     before, at and after it) into ``out[oi, oj, ok:ok + tk]``."""
     for r in range(tk):
         c = S[s1, q + 1, r + 1]
-        # corners: G- (codes 0..8), G+ (18..26)
-        vc, kc = _later_if_less(G[s0, q, r], Gc[s0, q, r], G[s2, q, r], Gc[s2, q, r] + _C18)
-        # edges: Q- (1..7), G0 (9..17), Q+ (19..25)
-        ve, ke = _later_if_less(Q[s0, q, r], Qc[s0, q, r], G[s1, q, r], Gc[s1, q, r] + _C9)
-        ve, ke = _later_if_less(ve, ke, Q[s2, q, r], Qc[s2, q, r] + _C18)
-        # faces: v- (4), Q0 (10..16), v+ (22)
-        vf, kf = _later_if_less(S[s0, q + 1, r + 1], _C4, Q[s1, q, r], Qc[s1, q, r] + _C9)
-        vf, kf = _later_if_less(vf, kf, S[s2, q + 1, r + 1], _C22)
-        # the best class; ties between classes go to the smallest code; 13 if all < 0
-        sf = c - vf
-        se = (c - ve) * w2
-        sc = (c - vc) * w3
-        best = max(max(max(sf, se), sc), c - c)
-        kf = kf if sf == best else _C45
-        ke = ke if se == best else _C45
-        kc = kc if sc == best else _C45
-        k = min(min(kf, ke), kc)
-        out[oi, oj, ok + r] = np.uint8(_C13 if k == _C45 else k)
+        vf, kf, ve, ke, vc, kc = _class_minima(S, G, Gc, Q, Qc, s0, s1, s2, q, r)
+        out[oi, oj, ok + r] = _choose(c - vf, kf, (c - ve) * w2, ke, (c - vc) * w3, kc, c - c)[0]
 
 
 @njit(cache=True)
-def _fill(V, code, S, slot, ii, j0, k0, tj, tk, owned):
-    """Scratch plane ``S[slot, q, r] = V[ii, j0 - 1 + q, k0 - 1 + r]``, ``+inf`` outside ``V``.
+def _fill(V, code, S, slot, ii, j0, k0, tj, tk, owned, base, huge):
+    """Scratch plane ``S[slot, q, r] = V[ii, j0 - 1 + q, k0 - 1 + r]``, ``+inf`` outside ``V``
+    (64-bit integers: ``V[...] - base``, see :func:`_key`).
 
     Call it with a literal ``code`` of 0 for native dtypes: Numba then compiles the plain
-    copy loop alone, which LLVM vectorises.  When ``owned`` (the plane is one of the tile's
-    output planes), returns 1 if any of the tile's own voxels of this plane (each input
-    voxel belongs to exactly one tile) is NaN or infinite, else 0.
+    copy loop alone, which LLVM vectorises.  Returns a bit set: 1 when ``owned`` (the plane
+    is one of the tile's output planes) and any of the tile's own voxels of this plane (each
+    input voxel belongs to exactly one tile) is NaN, infinite or so large that a difference
+    may overflow (see :func:`_any_suspect`); 2 when a 64-bit integer of the plane is 2**52
+    or more away from ``base`` (its key would not be exact).
     """
     bad = False
+    far = False
     n0, n1, n2 = V.shape
     inf = np.inf
     rlo = max(0, 1 - k0)
@@ -166,27 +192,63 @@ def _fill(V, code, S, slot, ii, j0, k0, tj, tk, owned):
         src = V[ii, jj, k0 - 1 + rlo:k0 - 1 + rhi]
         dst = S[slot, q, rlo:rhi]
         if code == NATIVE:
-            _copy_row(src, dst)
+            far = far | _copy_row(src, dst, base)
         else:
             _decode_row(src, code, dst)
         if owned and q >= 1 and q <= tj:
-            bad = bad | _any_nonfinite(S[slot, q, 1:tk + 1])
-    return 1 if bad else 0
+            bad = bad | _any_suspect(S[slot, q, 1:tk + 1], huge)
+    return (1 if bad else 0) | (2 if far else 0)
 
 
 @njit(cache=True)
-def _any_nonfinite(row):
+def _any_suspect(row, huge):
+    """Whether a value of ``row`` is NaN, infinite, or ``|x| * huge`` overflows.
+
+    A difference ``c - n`` of two finite values can only overflow when both ``|c|`` and
+    ``|n|`` are at least half an ulp of the dtype's maximum (2**103 for float32, 2**970
+    for float64); ``huge`` (2**26, 2**55 in the compute dtype) makes every such value
+    overflow, so a tile whose own voxels pass has no overflowing score (every score's
+    centre is one of them).  One multiply more than a plain finiteness test."""
     bad = False
     for r in range(row.shape[0]):
-        x = row[r]
+        x = row[r] * huge
         bad = bad | ((x - x) != 0)  # NaN and +-inf give NaN
     return bad
 
 
+def _key(x, base):
+    """``(scratch value, far)`` of an input value: the value itself (``far`` False) for every
+    dtype but 64-bit integers; those become ``float64(x - base)``, the difference taken in
+    wrapping 64-bit arithmetic (exact whenever ``|x - base| < 2**63``), and ``far`` says
+    ``|x - base| >= 2**52`` (the key then may not be exact, or the difference wrapped).
+    Chosen by type at compile time (:func:`_key_impl`)."""
+    raise NotImplementedError  # pragma: no cover - only called from compiled code
+
+
+@overload(_key, inline="always")
+def _key_impl(x, base):
+    if isinstance(x, types.Integer) and x.bitwidth == 64:
+
+        def relative(x, base):
+            u = np.uint64(x) - np.uint64(base) + np.uint64(2**52)  # wraps
+            return np.float64(np.int64(u - np.uint64(2**52))), u >= np.uint64(2**53)
+
+        return relative
+
+    def plain(x, base):
+        return x, False
+
+    return plain
+
+
 @njit(cache=True)
-def _copy_row(src, dst):
+def _copy_row(src, dst, base):
+    far = False
     for r in range(dst.shape[0]):
-        dst[r] = src[r]
+        x, f = _key(src[r], base)
+        dst[r] = x
+        far = far | f
+    return far
 
 
 @njit(cache=True)
@@ -195,20 +257,133 @@ def _decode_row(src, code, dst):
         dst[r] = load_f64(src, r, code)
 
 
+def _value(V, i, j, k, code, proto):
+    """``V[i, j, k]`` as the kernels compare it: 64-bit integers as they are, every other
+    dtype converted to ``proto``'s (the compute) dtype exactly as the scratch planes hold it
+    (half precision decoded).  Chosen by type at compile time."""
+    raise NotImplementedError  # pragma: no cover - only called from compiled code
+
+
+@overload(_value, inline="always")
+def _value_impl(V, i, j, k, code, proto):
+    if isinstance(V.dtype, types.Integer) and V.dtype.bitwidth == 64:
+        return lambda V, i, j, k, code, proto: V[i, j, k]
+    if proto.dtype == types.float32:
+        return lambda V, i, j, k, code, proto: np.float32(load_f64(V, (i, j, k), code))
+    return lambda V, i, j, k, code, proto: np.float64(load_f64(V, (i, j, k), code))
+
+
+def _diff(c, m):
+    """``c - m``: for floats in their dtype; for 64-bit integers exact and then rounded once
+    to float64 (the magnitude is taken in unsigned 64-bit arithmetic: no wrapping at any
+    range).  Chosen by type at compile time."""
+    raise NotImplementedError  # pragma: no cover - only called from compiled code
+
+
+@overload(_diff, inline="always")
+def _diff_impl(c, m):
+    if isinstance(c, types.Integer):
+
+        def exact(c, m):
+            if c >= m:
+                return np.float64(np.uint64(c) - np.uint64(m))
+            return -np.float64(np.uint64(m) - np.uint64(c))
+
+        return exact
+    return lambda c, m: c - m
+
+
+@njit(parallel=True, cache=True)
+def direct_tiles(V, code, proto, out, lo0, lo1, lo2, hi0, hi1, hi2, tiles, w2, w3, half):
+    """Redo the tiles numbered ``tiles`` (as :func:`labels_kernel` numbers them) straight
+    from ``V``, one voxel at a time, in parallel over the tiles.
+
+    The rule is :func:`_out_row`'s: per distance class the smallest neighbour value (the
+    smallest code among equal values), the class scores ``(c - m) * w``, the best class,
+    ties to the smallest code, 13 when all are negative.  Two cases need it:
+
+    * 64-bit integers whose tile spans 2**52 or more (where the scratch keys of
+      :func:`_key` would not be exact): ``c - m`` is taken exactly and rounded once
+      (:func:`_diff`).
+    * floats with an infinite score (``c - m`` overflowed, ``|c|`` is then at least half an
+      ulp of the dtype's maximum: 2**103 for float32, 2**970 for float64): such a voxel is
+      rescored with both sides halved, ``(c * 0.5 - m * 0.5) * w``.  Halving is exact for
+      every value that can affect its differences (a subnormal neighbour's rounding is far
+      below half an ulp of ``c``), so its finite scores become exactly half of what they
+      were, the overflowed ones finite, and no false tie between infinite scores of
+      different distance classes remains.  Every other voxel gets the label it had.
+    """
+    n0, n1, n2 = V.shape
+    ntj = (hi1 - lo1 + TJ - 1) // TJ
+    ntk = (hi2 - lo2 + TK - 1) // TK
+    for tt in prange(tiles.shape[0]):
+        t = tiles[tt]
+        a = t // (ntj * ntk)
+        rest = t - a * (ntj * ntk)
+        i0 = lo0 + a * TI
+        j0 = lo1 + (rest // ntk) * TJ
+        k0 = lo2 + (rest % ntk) * TK
+        for i in range(i0, min(i0 + TI, hi0)):
+            for j in range(j0, min(j0 + TJ, hi1)):
+                for k in range(k0, min(k0 + TK, hi2)):
+                    c = _value(V, i, j, k, code, proto)
+                    vf, ve, vc = c, c, c
+                    kf, ke, kc = -1, -1, -1
+                    for kk in range(27):
+                        da = kk // 9 - 1
+                        db = (kk // 3) % 3 - 1
+                        dc = kk % 3 - 1
+                        x0 = i + da
+                        x1 = j + db
+                        x2 = k + dc
+                        if kk == 13 or x0 < 0 or x0 >= n0 or x1 < 0 or x1 >= n1 or x2 < 0 or x2 >= n2:
+                            continue
+                        x = _value(V, x0, x1, x2, code, proto)
+                        nz = (da != 0) + (db != 0) + (dc != 0)
+                        if nz == 1:
+                            if kf < 0 or x < vf:
+                                vf, kf = x, kk
+                        elif nz == 2:
+                            if ke < 0 or x < ve:
+                                ve, ke = x, kk
+                        elif kc < 0 or x < vc:
+                            vc, kc = x, kk
+                    ninf = -np.inf
+                    zero = _diff(c, c)
+                    sf = _diff(c, vf) if kf >= 0 else ninf
+                    se = _diff(c, ve) * w2 if ke >= 0 else ninf
+                    sc = _diff(c, vc) * w3 if kc >= 0 else ninf
+                    lab, best = _choose(sf, np.float64(kf), se, np.float64(ke), sc, np.float64(kc), zero)
+                    if best == np.inf:  # floats only: an overflowed difference
+                        ch = c * half
+                        sf = _diff(ch, vf * half) if kf >= 0 else ninf
+                        se = _diff(ch, ve * half) * w2 if ke >= 0 else ninf
+                        sc = _diff(ch, vc * half) * w3 if kc >= 0 else ninf
+                        lab, best = _choose(sf, np.float64(kf), se, np.float64(ke), sc, np.float64(kc), zero)
+                    out[i - lo0, j - lo1, k - lo2] = lab
+
+
 @njit(cache=True)
-def _tile(V, code, S, G, Gc, Q, Qc, H, Hc, out, lo0, lo1, lo2, i0, j0, k0, ti, tj, tk, w2, w3):
+def _tile(V, code, S, G, Gc, Q, Qc, H, Hc, out, lo0, lo1, lo2, i0, j0, k0, ti, tj, tk, w2, w3, huge):
     """Labels of the tile ``[i0, i0 + ti) x [j0, j0 + tj) x [k0, k0 + tk)`` of ``V`` into
     ``out`` (whose origin is ``V``'s ``(lo0, lo1, lo2)``).  Returns the number of its planes
-    with a non-finite voxel."""
+    with a suspect voxel (NaN, infinite or huge: :func:`_any_suspect`) and whether a 64-bit
+    integer is 2**52 or more away from the tile's first voxel (64-bit integers are keyed
+    relative to it, see :func:`_key`).  Either way :func:`direct_tiles` redoes the tile
+    (after the host has raised for genuinely non-finite values)."""
     nbad = 0
+    far = 0
+    base = V[i0, j0, k0]
     for step in range(ti + 2):  # a ring of 3 planes: each input plane filled once
         ii = i0 - 1 + step
         sp = step % 3
         owned = step >= 1 and step <= ti
         if code == NATIVE:
-            nbad += _fill(V, 0, S, sp, ii, j0, k0, tj, tk, owned)
+            f = _fill(V, 0, S, sp, ii, j0, k0, tj, tk, owned, base, huge)
         else:
-            nbad += _fill(V, code, S, sp, ii, j0, k0, tj, tk, owned)
+            f = _fill(V, code, S, sp, ii, j0, k0, tj, tk, owned, base, huge)
+        nbad += f & 1
+        far |= f & 2
         _h_row(S, sp, 0, H, Hc, 0, tk)
         _h_row(S, sp, 1, H, Hc, 1, tk)
         for q in range(1, tj + 1):
@@ -220,17 +395,19 @@ def _tile(V, code, S, G, Gc, Q, Qc, H, Hc, out, lo0, lo1, lo2, i0, j0, k0, ti, t
             oi = ii - 1 - lo0
             for q in range(tj):
                 _out_row(S, G, Gc, Q, Qc, s0, s1, sp, q, out, oi, j0 - lo1 + q, k0 - lo2, tk, w2, w3)
-    return nbad
+    return nbad, far != 0
 
 
 @njit(parallel=True, cache=True)
-def labels_kernel(V, code, proto, out, lo0, lo1, lo2, hi0, hi1, hi2, w2, w3, nthreads):
+def labels_kernel(V, code, proto, out, lo0, lo1, lo2, hi0, hi1, hi2, w2, w3, huge, nthreads, redo):
     """Labels of ``V[lo0:hi0, lo1:hi1, lo2:hi2]`` into ``out`` (shape ``hi - lo``).
 
     Neighbours outside ``V`` are not candidates.  ``proto`` is an empty array of the compute
     dtype (its dtype is all that is used); the tiles are shared out in ``4 * nthreads``
-    runs.  Returns 0 if the labelled region is finite, else a positive number (the host
-    counts the non-finite values).
+    runs.  Returns 0 if the labelled region is finite and no float is near its dtype's
+    maximum, else a positive number (the host then counts the non-finite values);
+    ``redo[t]`` (bool, one per tile) is set for the tiles that :func:`direct_tiles` must
+    redo (see :func:`_tile`).
     """
     m0 = hi0 - lo0
     m1 = hi1 - lo1
@@ -267,8 +444,10 @@ def labels_kernel(V, code, proto, out, lo0, lo1, lo2, hi0, hi1, hi2, w2, w3, nth
             i0 = lo0 + a * TI
             j0 = lo1 + b * TJ
             k0 = lo2 + cc * TK
-            nbad += _tile(V, code, S, G, Gc, Q, Qc, H, Hc, out, lo0, lo1, lo2, i0, j0, k0,
-                          min(TI, hi0 - i0), min(TJ, hi1 - j0), min(TK, hi2 - k0), w2, w3)
+            nb, again = _tile(V, code, S, G, Gc, Q, Qc, H, Hc, out, lo0, lo1, lo2, i0, j0, k0,
+                              min(TI, hi0 - i0), min(TJ, hi1 - j0), min(TK, hi2 - k0), w2, w3, huge)
+            nbad += nb
+            redo[t] = again | (nb > 0)
         bad[run] = nbad
     return bad.sum()
 
@@ -279,11 +458,24 @@ def run_labels_cpu(V, code, out, lo, hi, cdtype, name="volume"):
     if out.size == 0:
         return
     w2, w3 = cdtype.type(W2), cdtype.type(W3)
-    bad = labels_kernel(V, np.int64(code), np.empty(0, cdtype), out, *(np.int64(x) for x in (*lo, *hi)), w2, w3,
-                        np.int64(numba.get_num_threads()))
-    if bad:  # the kernel only detects; count them here (the error path)
+    proto = np.empty(0, cdtype)
+    bounds = [np.int64(x) for x in (*lo, *hi)]
+    redo = np.zeros(tile_count(lo, hi), np.bool_)
+    huge = cdtype.type(2.0**26 if cdtype == np.float32 else 2.0**55)
+    bad = labels_kernel(V, np.int64(code), proto, out, *bounds, w2, w3, huge, np.int64(numba.get_num_threads()), redo)
+    if bad:  # the kernel only detects; count them here (the error path, or huge floats)
         region = as_float(V[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], code)
-        raise nonfinite_error(region, name, np.count_nonzero(~np.isfinite(region)))
+        count = np.count_nonzero(~np.isfinite(region))
+        if count:
+            raise nonfinite_error(region, name, count)
+    if redo.any():  # rare: floats near their dtype's maximum, 64-bit integers spanning 2**52
+        direct_tiles(V, np.int64(code), proto, out, *bounds, np.flatnonzero(redo).astype(np.int64), w2, w3,
+                     cdtype.type(0.5))
+
+
+def tile_count(lo, hi):
+    """How many tiles :func:`labels_kernel` cuts the region ``[lo, hi)`` into."""
+    return int(np.prod([-(-(h - l) // t) for l, h, t in zip(lo, hi, (TI, TJ, TK))]))
 
 
 def zero_true_faces(out, faces):

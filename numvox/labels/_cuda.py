@@ -7,7 +7,17 @@ consecutive addresses (coalesced); voxels outside the volume become ``+inf`` (ne
 candidate, exactly as on the CPU).  ``syncthreads``, then each thread compares its voxel
 with the 26 tile neighbours in ascending code order with strict ``>`` (smallest code wins
 ties) in the compute dtype, scores ``(c - n) * w`` as on the CPU.  Non-finite centres are
-counted with ``atomic.add``.
+counted with ``atomic.add`` (and not scored).  A difference of two finite floats overflows
+(and infinite scores of different distance classes would tie) only when the centre is at
+least half an ulp of the dtype's maximum (2**103 for float32, 2**970 for float64); centres
+of at least half that are scored with both sides halved, ``(c * 0.5 - n * 0.5) * w``: exact
+at that size, every score exactly half of the unscaled one, so the labels are the CPU's
+(``_cpu.direct_tiles``), and no difference overflows (nor warns in the simulator).
+
+64-bit integers have their own kernel: the tile holds the integers themselves
+(out-of-volume neighbours are skipped by their coordinates), each distance class's smallest
+value is found exactly, and ``c - m`` is taken exactly and rounded once to float64, as on
+the CPU.
 
 Basins: ``f[v] = v``; then rounds of (a) hooking: for every edge ``v -> t`` with
 ``f[v] != f[t]``, ``atomic.min(f, max, min)`` and a "changed" flag, and (b) pointer jumping
@@ -17,8 +27,10 @@ smallest flat index.  Roots are then numbered in C order by a per-block shared-m
 plus a prefix sum of the block counts.
 """
 
+import math
+
 import numpy as np
-from numba import cuda, float32, float64, int32, int64
+from numba import cuda, float32, float64, int32, int64, uint64
 
 from numvox._shared._cuda_support import kernel_factory, launch_1d
 from numvox._shared.backend import cuda_simulated
@@ -43,7 +55,7 @@ def _labels_kernel(cdtype_name, B):
     NT = B * B * B
 
     @cuda.jit
-    def kernel(V, code, out, bad, w2, w3, ninf, pinf):
+    def kernel(V, code, out, bad, w2, w3, ninf, pinf, half, one, big):
         tile = cuda.shared.array((H, H, H), nbtype)
         n0, n1, n2 = V.shape
         g1 = (n1 + B - 1) // B
@@ -76,46 +88,162 @@ def _labels_kernel(cdtype_name, B):
         k = o2 + 1 + tx
         if i < n0 and j < n1 and k < n2:
             c = tile[tz + 1, ty + 1, tx + 1]
-            if (c - c) != 0:
+            if math.isinf(c) or math.isnan(c):  # counted; the host raises (no inf - inf here)
                 cuda.atomic.add(bad, 0, 1)
-            best = ninf
-            lab = 13
+                out[i, j, k] = 13
+            else:
+                # a centre this large may have differences that overflow: both sides halved
+                # (exact at that size, every score exactly halved, none infinite)
+                h = half if abs(c) >= big else one
+                ch = c * h
+                best = ninf
+                lab = 13
+                for da in range(3):
+                    for db in range(3):
+                        for dc in range(3):
+                            code_k = da * 9 + db * 3 + dc
+                            if code_k != 13:
+                                nz = (da != 1) + (db != 1) + (dc != 1)
+                                s = ch - tile[tz + da, ty + db, tx + dc] * h
+                                if nz == 2:
+                                    s = s * w2
+                                elif nz == 3:
+                                    s = s * w3
+                                if s > best:
+                                    best = s
+                                    lab = code_k
+                if best < 0:
+                    lab = 13
+                out[i, j, k] = lab
+
+    return kernel
+
+
+@kernel_factory
+def _labels_kernel_int64(dtype_name, B):
+    """The labels kernel for 64-bit integers (``dtype_name`` "int64" or "uint64")."""
+    nbtype = int64 if dtype_name == "int64" else uint64
+    H = B + 2
+    NT = B * B * B
+
+    @cuda.jit
+    def kernel(V, out, w2, w3, ninf):
+        tile = cuda.shared.array((H, H, H), nbtype)
+        n0, n1, n2 = V.shape
+        g1 = (n1 + B - 1) // B
+        g2 = (n2 + B - 1) // B
+        b = cuda.blockIdx.x
+        b0 = b // (g1 * g2)
+        b1 = (b // g2) % g1
+        b2 = b % g2
+        o0 = b0 * B - 1
+        o1 = b1 * B - 1
+        o2 = b2 * B - 1
+        tid = cuda.threadIdx.x
+        for e in range(tid, H * H * H, NT):  # coalesced: the last axis is fastest
+            p = e // (H * H)
+            q = (e // H) % H
+            r = e % H
+            ii = o0 + p
+            jj = o1 + q
+            kk = o2 + r
+            if ii >= 0 and ii < n0 and jj >= 0 and jj < n1 and kk >= 0 and kk < n2:
+                tile[p, q, r] = V[ii, jj, kk]
+            else:
+                tile[p, q, r] = 0  # never read: out-of-volume neighbours are skipped
+        cuda.syncthreads()
+        tz = tid // (B * B)
+        ty = (tid // B) % B
+        tx = tid % B
+        i = o0 + 1 + tz
+        j = o1 + 1 + ty
+        k = o2 + 1 + tx
+        if i < n0 and j < n1 and k < n2:
+            c = tile[tz + 1, ty + 1, tx + 1]
+            vf = c
+            ve = c
+            vc = c
+            kf = -1
+            ke = -1
+            kc = -1
             for da in range(3):
                 for db in range(3):
                     for dc in range(3):
                         code_k = da * 9 + db * 3 + dc
-                        if code_k != 13:
+                        a0 = i + da - 1
+                        a1 = j + db - 1
+                        a2 = k + dc - 1
+                        if code_k != 13 and a0 >= 0 and a0 < n0 and a1 >= 0 and a1 < n1 and a2 >= 0 and a2 < n2:
+                            x = tile[tz + da, ty + db, tx + dc]
                             nz = (da != 1) + (db != 1) + (dc != 1)
-                            s = c - tile[tz + da, ty + db, tx + dc]
-                            if nz == 2:
-                                s = s * w2
-                            elif nz == 3:
-                                s = s * w3
-                            if s > best:
-                                best = s
-                                lab = code_k
-            if best < 0:
-                lab = 13
-            out[i, j, k] = lab
+                            if nz == 1:
+                                if kf < 0 or x < vf:
+                                    vf = x
+                                    kf = code_k
+                            elif nz == 2:
+                                if ke < 0 or x < ve:
+                                    ve = x
+                                    ke = code_k
+                            elif kc < 0 or x < vc:
+                                vc = x
+                                kc = code_k
+            scores = cuda.local.array(3, float64)
+            codes = cuda.local.array(3, int64)
+            scores[0] = _exact_diff(c, vf) if kf >= 0 else ninf
+            scores[1] = _exact_diff(c, ve) * w2 if ke >= 0 else ninf
+            scores[2] = _exact_diff(c, vc) * w3 if kc >= 0 else ninf
+            codes[0] = kf
+            codes[1] = ke
+            codes[2] = kc
+            # the best class (at least the centre's own 0), ties to the smallest code, 13 if
+            # every class is below 0: the CPU's rule
+            best = max(max(max(scores[0], scores[1]), scores[2]), 0.0)
+            lab = 45
+            for m in range(3):
+                if scores[m] == best and codes[m] < lab:
+                    lab = codes[m]
+            out[i, j, k] = 13 if lab == 45 else lab
 
     return kernel
+
+
+@cuda.jit(device=True, inline=True)
+def _magnitude(hi, lo):
+    """``float64(hi - lo)`` for 64-bit integers ``hi >= lo``, exact and then rounded once,
+    with no wrapping arithmetic (which the simulator would report as overflow)."""
+    if lo >= 0 or hi < 0:  # same sign: the difference fits the dtype
+        return float64(hi - lo)
+    return float64(uint64(hi) + uint64(-(lo + 1)) + uint64(1))  # hi >= 0 > lo: below 2**64
+
+
+@cuda.jit(device=True, inline=True)
+def _exact_diff(c, m):
+    """``float64(c - m)`` of two 64-bit integers, exact and then rounded once."""
+    if c >= m:
+        return _magnitude(c, m)
+    return -_magnitude(m, c)
 
 
 def launch_labels(V, code, out, cdtype, *, device_arrays):
     """Run the labels kernel; returns the number of non-finite values."""
     cdtype = np.dtype(cdtype)
+    vdtype = np.dtype(V.dtype)
     B = _block_edge()
-    kernel = _labels_kernel(cdtype.name, B)
     n0, n1, n2 = V.shape
     blocks = (-(-n0 // B)) * (-(-n1 // B)) * (-(-n2 // B))
-    bad_host = np.zeros(1, np.int64)
-    bad = cuda.to_device(bad_host) if device_arrays else bad_host
-    t = cdtype.type
     # Simulator: host input, passed as input-only (never copied back; it may be read-only)
     # and contiguous (the simulator's transfer needs one buffer).  Real GPUs get device arrays.
     src = V if device_arrays else cuda.In(np.ascontiguousarray(V))
-    kernel[blocks, B * B * B](src, np.int64(code), out, bad, t(W2), t(W3),
-                              t(-np.inf), t(np.inf))
+    if code == 0 and vdtype.kind in "iu" and vdtype.itemsize == 8:
+        kernel = _labels_kernel_int64(vdtype.name, B)
+        kernel[blocks, B * B * B](src, out, np.float64(W2), np.float64(W3), np.float64(-np.inf))
+        return 0  # integers are finite
+    bad_host = np.zeros(1, np.int64)
+    bad = cuda.to_device(bad_host) if device_arrays else bad_host
+    t = cdtype.type
+    kernel = _labels_kernel(cdtype.name, B)
+    big = t(2.0**102 if cdtype == np.float32 else 2.0**969)
+    kernel[blocks, B * B * B](src, np.int64(code), out, bad, t(W2), t(W3), t(-np.inf), t(np.inf), t(0.5), t(1), big)
     if device_arrays:  # pragma: no cover - needs a GPU
         bad_host = bad.copy_to_host()
     return int(bad_host[0])

@@ -5,25 +5,44 @@ TensorFlow wrappers through ``OPS``).
 Exactness (why integer inputs give exact answers)
 -------------------------------------------------
 Scores are ``(c - n) * w`` with ``w`` = 1, 1/sqrt(2) or 1/sqrt(3) by neighbour distance,
-computed in the *compute dtype* (:func:`compute_dtype`).
+computed in the *compute dtype* (:func:`compute_dtype`).  The CPU kernels (and the CUDA
+kernel for 64-bit integers) first take, per distance class, the neighbour with the smallest
+*value* (the smallest code among equal values), then compare the three classes' scores; the
+CUDA kernel for other dtypes scores all 26 neighbours in code order, the same choice
+whenever differences are exact (as they are for those integers).
 
-* Same distance class: ``w`` is shared, rounding is monotone, so for integer differences
-  ``d_a == d_b`` gives bit-equal scores (exact ties -> smallest code) and ``d_a > d_b``
-  gives ``s_a > s_b`` as long as the differences are exact in the compute dtype and
-  ``|d| < 2**(p - 2)`` (p = 24 for float32, 53 for float64).
+* Within a class the choice compares values, never scores: exact for every dtype.
+* Differences of integers are taken exactly and converted to the compute dtype once:
+  int8/uint8 values (|d| <= 255) are exact in float32, int16/uint16/int32/uint32 values and
+  their differences (|d| < 2**33) in float64.  int64/uint64 values are not converted as
+  they are (float64 holds 53 bits): the CPU kernel keys each tile's values relative to the
+  tile's first voxel, ``float64(v - base)`` with ``v - base`` taken in 64-bit integer
+  arithmetic, exact while a tile's values lie within 2**52 of it; a tile that spans more is
+  redone voxel by voxel with ``c - m`` taken exactly and rounded once to float64.  The CUDA
+  kernel compares the integers themselves and rounds each exact ``c - m`` once.  So the
+  difference is exact whenever ``|c - m| < 2**53`` (2**24 in float32), wherever the values
+  lie: int64 values near 2**62 or uint64 values near 2**64 with a small range are exact.
 * Different classes: ``a / sqrt(m) == b / sqrt(n)`` for integers ``a, b`` and
   ``m != n`` in {1, 2, 3} only when ``a == b == 0`` (``n a^2 = m b^2`` has no other integer
   solutions), and otherwise the two scores differ by a relative amount of at least
-  ``1 / (4 max(|a|, |b|)^2)``.  Rounding moves each score by at most ``2**-p`` relatively,
-  so the order is exact while ``|d| < 2**((p - 4) / 2)``: 1024 in float32, 2**24 in float64.
+  ``1 / (4 max(|a|, |b|)^2)``.  Rounding moves each score by at most ``2**-p`` relatively
+  (p = 24 for float32, 53 for float64), so the order is exact while ``|d| < 2**((p - 4) / 2)``:
+  1024 in float32, 2**24 in float64.
 
-Hence uint8/int8 (|d| <= 255) are computed in float32 and every other integer dtype in
-float64: exact for uint16/int16 and for int32/uint32/int64/uint64 volumes whose value range
-is below 2**24 (16.7 million; larger ranges are still correct except where two scores of
-different distance classes agree to ~15 significant digits).  float32/float16/bfloat16
-inputs are computed in float32 (differences are rounded once), float64 in float64; float
-results agree with an exact float64 reference except where the top two scores are within
-rounding.
+The promise: labels of integer volumes are exact whenever every voxel's differences to its
+neighbours are below 2**24 (16.7 million) in magnitude -- always for uint8/int8/uint16/int16,
+and for int32/uint32/int64/uint64 volumes whose values vary by less than 2**24 between
+neighbours, however far from zero they lie.  Larger differences are still rounded only once,
+so the labels are right except where two scores of different distance classes agree to ~15
+significant digits.
+
+Floats: float32/float16/bfloat16 inputs are computed in float32 (differences are rounded
+once), float64 in float64; results agree with an exact reference except where the top two
+scores are within rounding.  A difference of two finite floats overflows (to inf) only when
+both are at least half an ulp of the dtype's maximum (2**103 for float32 and bfloat16, 2**970
+for float64); such voxels are rescored with both sides of every difference halved (exact at
+that size; on the CPU the tiles holding such values are redone voxel by voxel), so overflow
+never creates a false tie between distance classes.
 """
 
 import numpy as np
