@@ -66,6 +66,7 @@ import numpy as np
 import tensorflow as tf
 
 from numvox import correlate, labels, pac, votes
+from numvox._shared.arrays import check_tensorflow_dtype, host_policy
 from numvox._shared.backend import cuda_usable, default_backend, resolve_backend
 
 __all__ = [
@@ -148,11 +149,28 @@ def _call(name, args, kwargs):
     tensors = {}
     for n in spec.arrays:
         a = bound.arguments.get(n)
-        if a is not None:
-            tensors[n] = a if isinstance(a, (tf.Tensor, tf.Variable)) else tf.convert_to_tensor(a)
+        if a is None:
+            if bound.signature.parameters[n].default is not None:
+                raise TypeError(f"{n} is None; expected a tensor")
+            continue
+        tensors[n] = _as_tensor(a, n)
     if tf.executing_eagerly() and not any(_is_symbolic(t) for t in tensors.values()):
         return _eager(spec.function, tensors, opts)
     return _graph(spec, tensors, opts)
+
+
+def _as_tensor(a, name):
+    """``a`` as a tensor whose dtype numvox reads, checked before any node is built (in graphs
+    too, so a bad input is a TypeError naming the argument, not an error from inside a node)."""
+    if not isinstance(a, (tf.Tensor, tf.Variable)):
+        if isinstance(a, np.ndarray):
+            a = host_policy(a, name)
+        try:
+            a = tf.convert_to_tensor(a)
+        except (ValueError, TypeError) as exc:
+            raise TypeError(f"{name} cannot be read as a tensor ({type(a).__name__}: {exc})") from None
+    check_tensorflow_dtype(a, name)
+    return a
 
 
 def _eager(fn, tensors, opts):
@@ -237,7 +255,10 @@ def _with_gradient(name, arrays, bias, extra, options):
     forward's next argument when ``extra`` is None, else ``extra`` (non-tensor positional
     arguments) follows them in both calls."""
     forward, backward = _make(name), globals()[f"{name}_backward"]
-    tensors = [tf.convert_to_tensor(t) for t in arrays] + ([] if bias is None else [tf.convert_to_tensor(bias)])
+    names = OPS[name].arrays
+    tensors = [_as_tensor(t, names[i]) for i, t in enumerate(arrays)]
+    if bias is not None:
+        tensors.append(_as_tensor(bias, names[len(arrays)]))
     n = len(arrays)
 
     @tf.custom_gradient

@@ -327,3 +327,33 @@ def test_nifti_4d_volume_frames_through_labels():
     _, vol = _nibabel_volume("example4d.nii.gz")
     frame = np.ascontiguousarray(vol[..., 0])
     np.testing.assert_array_equal(numvox.descent_labels(frame), ref_labels(frame))
+
+
+# -- numvox.tf: the same policy, eagerly and in graphs -------------------------------------------------
+
+
+@pytest.mark.parametrize("name,arg", [("descent_labels", "volume"), ("aggregate_votes", "offsets"),
+                                      ("pac_conv", "weight"), ("correlate_batch", "filters")])
+@pytest.mark.parametrize("graph", [False, True], ids=["eager", "graph"])
+def test_numvox_tf_refuses_bad_inputs_with_typeerror(name, arg, graph):
+    tf = pytest.importorskip("tensorflow")
+    import numvox.tf as ntf
+
+    arrays, opts = PROBLEMS[name]
+    op = getattr(ntf, name)
+    for bad in (None, object(), tf.constant(np.zeros(arrays[arg].shape, np.complex64))):
+        call = {**arrays, arg: bad}
+        with pytest.raises(TypeError, match=arg):
+            if graph:
+                good = {k: tf.constant(v) for k, v in arrays.items() if k != arg}
+                tf.function(lambda: op(**good, **{arg: bad}, **opts))()
+            else:
+                op(**call, **opts)
+
+
+def test_numvox_tf_reads_big_endian_arrays():
+    pytest.importorskip("tensorflow")
+    import numvox.tf as ntf
+
+    vol = PROBLEMS["descent_labels"][0]["volume"]
+    np.testing.assert_array_equal(ntf.descent_labels(vol.astype(">f4")).numpy(), numvox.descent_labels(vol))
