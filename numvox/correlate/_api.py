@@ -62,11 +62,18 @@ def correlate_batch(images, filters, *, mode="same", channel_axis=None, reduce=N
     Raises
     ------
     TypeError
-        Complex, boolean or non-numeric dtypes; a bad option type.
+        ``None`` or an object that is no array for an array argument, or a dtype no kernel
+        reads (object, str, structured, complex, datetime, TensorFlow string/quantised
+        tensors), naming the argument; boolean dtypes; a bad option type.
     ValueError
         Different numbers of dimensions, items that are not 1-D to 4-D, unequal channel
         counts, a zero-length item axis, filters longer than the images in ``"valid"`` mode,
-        NaN or infinite values, values so large that the sums would overflow, bad options.
+        NaN or infinite values, values so large that the sums would overflow, bad options,
+        ``out`` sharing memory with an input.
+    MemoryError
+        A result that would not fit in this machine's memory (stated size; nothing allocated).
+    numvox.CudaUnavailableError
+        ``backend="cuda"`` where no CUDA GPU (or the simulator) can run.
 
     Notes
     -----

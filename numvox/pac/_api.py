@@ -158,10 +158,17 @@ def pac_conv(x, guide, weight, bias=None, *, stride=1, padding="same", dilation=
     Raises
     ------
     TypeError
-        Non-floating inputs, bad argument types.
+        ``None`` or an object that is no array for an array argument, or a dtype no kernel
+        reads (object, str, structured, complex, datetime, TensorFlow string/quantised
+        tensors), naming the argument; non-floating inputs; bad argument types.
     ValueError
         Shapes of ``x``, ``guide``, ``weight`` and ``bias`` that do not fit together, a
-        kernel larger than the padded input, NaN or infinite inputs, bad options.
+        kernel larger than the padded input, NaN or infinite inputs, bad options, integer
+        arguments beyond 2**31 - 1 (``stride=10**30``).
+    MemoryError
+        A result that would not fit in this machine's memory (stated size; nothing allocated).
+    numvox.CudaUnavailableError
+        ``backend="cuda"`` where no CUDA GPU (or the simulator) can run.
 
     Examples
     --------
@@ -218,8 +225,8 @@ def pac_conv_backward(grad_out, x, guide, weight, *, stride=1, padding="same", d
 
     Raises
     ------
-    TypeError, ValueError
-        As :func:`pac_conv`, and for a ``grad_out`` whose shape is not the output's.
+    TypeError, ValueError, MemoryError, numvox.CudaUnavailableError
+        As :func:`pac_conv`, and ValueError for a ``grad_out`` whose shape is not the output's.
 
     Notes
     -----

@@ -65,9 +65,10 @@ def pac_pool(x, guide, kernel_size, *, stride=1, padding=0, dilation=1, kernel="
 
     Raises
     ------
-    TypeError, ValueError
-        Bad dtypes, shapes (``guide`` not of ``x``'s spatial size, ``channel_wise`` with
-        ``F != C``), options, NaN or infinite inputs.
+    TypeError, ValueError, MemoryError, numvox.CudaUnavailableError
+        As :func:`numvox.pac_conv` (the shared input policy), and: bad dtypes, shapes
+        (``guide`` not of ``x``'s spatial size, ``channel_wise`` with ``F != C``), options,
+        NaN or infinite inputs.
 
     Examples
     --------
@@ -113,8 +114,8 @@ def pac_pool_backward(grad_out, x, guide, kernel_size, *, stride=1, padding=0, d
 
     Raises
     ------
-    TypeError, ValueError
-        As :func:`pac_pool`, and for a ``grad_out`` whose shape is not the output's.
+    TypeError, ValueError, MemoryError, numvox.CudaUnavailableError
+        As :func:`pac_pool`, and ValueError for a ``grad_out`` whose shape is not the output's.
 
     Examples
     --------

@@ -84,9 +84,10 @@ def pac_conv_transpose(x, guide, weight, bias=None, *, stride=1, padding=0, outp
 
     Raises
     ------
-    TypeError, ValueError
-        Bad dtypes or options, shapes that do not fit together (a guide of the wrong
-        spatial size names both shapes), an empty output, NaN or infinite inputs.
+    TypeError, ValueError, MemoryError, numvox.CudaUnavailableError
+        As :func:`numvox.pac_conv` (the shared input policy), and: bad dtypes or options,
+        shapes that do not fit together (a guide of the wrong spatial size names both
+        shapes), an empty output, NaN or infinite inputs.
 
     Examples
     --------
@@ -137,8 +138,8 @@ def pac_conv_transpose_backward(grad_out, x, guide, weight, *, stride=1, padding
 
     Raises
     ------
-    TypeError, ValueError
-        As :func:`pac_conv_transpose`, and for a ``grad_out`` whose shape is not the output's.
+    TypeError, ValueError, MemoryError, numvox.CudaUnavailableError
+        As :func:`pac_conv_transpose`, and ValueError for a ``grad_out`` whose shape is not the output's.
 
     Examples
     --------
