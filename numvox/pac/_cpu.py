@@ -290,23 +290,73 @@ def _unnormalised_grad(Kb, j, iv, T, Gt):
 
 
 @njit(inline="always", cache=True)
-def _guide_at(g, gc, gb, n, z, y, xx, r, xi, f):
-    """Guide feature ``f`` at ``(z, y, xx)`` inside the image: from ``g`` when its rows are
-    contiguous, else from the guide-row buffer ``gb`` (row ``r``, column ``xi``)."""
-    return g[n, z, y, xx, f] if gc == 0 else gb[r, f, xi]
+def _tap_distance(g, gc, gb, n, z, y, xx, r, xi, fc, F, asym):
+    """Summed squared (rectified if ``asym``) difference ``f_q - f_c`` of a tap inside the
+    image: guide row from ``g`` when contiguous, else from the guide-row buffer ``gb``."""
+    s = 0.0
+    for f in range(F):
+        d = (g[n, z, y, xx, f] if gc == 0 else gb[r, f, xi]) - fc[f]
+        if asym and d < 0.0:
+            d = 0.0 * d
+        s += d * d
+    return s
+
+
+@njit(inline="always", cache=True)
+def _scatter_row(frow, ggrow, cacc, fc, coef, F, asym):
+    """``ggrow[f] += coef * Delta_f`` and ``cacc[f] +=`` the same, ``Delta = frow - fc``
+    (rectified if ``asym``; the plain loop otherwise, as the Gaussian needs)."""
+    if asym:
+        for f in range(F):
+            dlt = coef * max(frow[f] - fc[f], 0.0)
+            ggrow[f] += dlt
+            cacc[f] += dlt
+    else:
+        for f in range(F):
+            dlt = coef * (frow[f] - fc[f])
+            ggrow[f] += dlt
+            cacc[f] += dlt
+
+
+@njit(inline="always", cache=True)
+def _kind_coefs(g, gc, gb, n, z0, y0, x0, ks, dl, lo2, F, kp, Kb, j, Gt, fc):
+    """``Gt[t] *= 2 dK/ds`` of tap ``t`` (:func:`tap_slope`) for a non-Gaussian kind, 0 for
+    taps outside the image."""
+    D, H, W = g.shape[1], g.shape[2], g.shape[3]
+    asym = kp[3] != 0.0
+    t = 0
+    for a in range(ks[0]):
+        z = z0 + a * dl[0]
+        for bb in range(ks[1]):
+            y = y0 + bb * dl[1]
+            for cc in range(ks[2]):
+                xx = x0 + cc * dl[2]
+                if 0 <= z < D and 0 <= y < H and 0 <= xx < W:
+                    s = _tap_distance(g, gc, gb, n, z, y, xx, a * ks[1] + bb, xx + lo2, fc, F, asym)
+                    Gt[t] *= tap_slope(s, Kb[t, j], kp)
+                else:
+                    Gt[t] = 0.0
+                t += 1
 
 
 @njit(inline="always", cache=True)
 def _grad_guide_window(g, gc, gg, gb, n, z0, y0, x0, xcen, ks, dl, lo2, F, kp, Kb, j, Gt, fc, cacc):
-    """Scatter window ``j``'s guide gradient into ``gg``: ``dK/df_q = slope * Delta`` at each
-    tap ``q`` (:func:`tap_slope`, :func:`tap_delta`) and the opposite sum at the window
-    centre (if inside the image).  ``xcen`` is the centre's column in the guide-row buffer
-    ``gb``; taps outside the image (``K = 0``) are skipped."""
+    """Scatter window ``j``'s guide gradient into ``gg`` from ``Gt`` (``dL/dK``, overwritten):
+    ``dK/df_q = slope * Delta`` at each tap ``q`` (:func:`tap_slope`; Gaussian:
+    ``-K (f_q - f_c)``) and the opposite sum at the window centre (if inside the image).
+    ``xcen`` is the centre's column in the guide-row buffer ``gb``; taps outside the image
+    are skipped."""
     D, H, W = g.shape[1], g.shape[2], g.shape[3]
     rc = (ks[0] // 2) * ks[1] + ks[1] // 2
+    asym = kp[3] != 0.0
     for f in range(F):
         fc[f] = gb[rc, f, xcen]  # 0 outside the image
         cacc[f] = 0.0
+    if kp[0] == 0.0:  # Gaussian: 2 dK/ds = -K (0 outside the image)
+        for t in range(Gt.shape[0]):
+            Gt[t] = -Gt[t] * Kb[t, j]
+    else:
+        _kind_coefs(g, gc, gb, n, z0, y0, x0, ks, dl, lo2, F, kp, Kb, j, Gt, fc)
     t = 0
     for a in range(ks[0]):
         z = z0 + a * dl[0]
@@ -316,22 +366,11 @@ def _grad_guide_window(g, gc, gg, gb, n, z0, y0, x0, xcen, ks, dl, lo2, F, kp, K
             for cc in range(ks[2]):
                 xx = x0 + cc * dl[2]
                 xi = xx + lo2
-                if kp[0] == 0.0:
-                    coef = -Gt[t] * Kb[t, j]
-                elif 0 <= z < D and 0 <= y < H and 0 <= xx < W:
-                    s = 0.0
-                    for f in range(F):
-                        dlt = tap_delta(_guide_at(g, gc, gb, n, z, y, xx, r, xi, f), fc[f], kp)
-                        s += dlt * dlt
-                    coef = Gt[t] * tap_slope(s, Kb[t, j], kp)
-                else:
-                    coef = 0.0
-                if coef != 0.0:
-                    ggrow = gg[n, z, y, xx]
-                    for f in range(F):
-                        dlt = coef * tap_delta(_guide_at(g, gc, gb, n, z, y, xx, r, xi, f), fc[f], kp)
-                        ggrow[f] += dlt
-                        cacc[f] += dlt
+                coef = Gt[t]
+                if coef != 0.0 and gc == 0:  # contiguous guide row
+                    _scatter_row(g[n, z, y, xx], gg[n, z, y, xx], cacc, fc, coef, F, asym)
+                elif coef != 0.0:  # the guide-row buffer
+                    _scatter_row(gb[r, :, xi], gg[n, z, y, xx], cacc, fc, coef, F, asym)
                 t += 1
     cz = z0 + (ks[0] // 2) * dl[0]
     cy = y0 + (ks[1] // 2) * dl[1]
