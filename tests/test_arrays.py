@@ -23,8 +23,10 @@ def test_numpy_input_is_used_without_copy():
 
 def test_numpy_result_round_trip_and_none_arrays():
     x = np.ones((2, 2), np.float32)
-    call = Call(None, x=x, maybe=None)
+    call = Call(None, optional=("maybe",), x=x, maybe=None)
     assert call["maybe"] is None
+    with pytest.raises(TypeError, match="maybe is None"):  # only declared optional arrays may be None
+        Call(None, x=x, maybe=None)
     res = call.output(None, (2, 2), np.float64)
     assert isinstance(call.wrap(res), np.ndarray) and call.wrap(res) is res
     assert call.wrap((res, None, 3)) == (res, None, 3)
@@ -42,6 +44,8 @@ def test_unknown_objects_are_rejected_with_type_name():
 
 def test_call_needs_an_array():
     with pytest.raises(ValueError, match="no array"):
+        Call(None, optional=("x",), x=None)
+    with pytest.raises(TypeError, match="x is None"):
         Call(None, x=None)
 
 

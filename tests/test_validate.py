@@ -43,6 +43,12 @@ def test_int_tuple_and_same_shape():
 
 
 def test_huge_integers_are_numbers_not_crashes():
-    assert v.check_number(10**30, "radius", integer=True, minimum=0) == 10**30
+    # beyond int64-safe arithmetic: a clear ValueError (never OverflowError), or, for
+    # arguments where "larger than anything" has a meaning, clipped
+    with pytest.raises(ValueError, match="radius must be an integer within"):
+        v.check_number(10**30, "radius", integer=True, minimum=0)
+    assert v.check_number(10**30, "radius", integer=True, minimum=0, clip=True) == v.MAX_INT
     with pytest.raises(ValueError, match="radius must be <= 5"):
-        v.check_number(10**30, "radius", integer=True, maximum=5)
+        v.check_number(10**30, "radius", integer=True, maximum=5, clip=True)
+    with pytest.raises(ValueError, match="too large for a float64"):
+        v.check_number(10**400, "threshold")
