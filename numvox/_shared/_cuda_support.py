@@ -13,6 +13,17 @@ def launch_1d(n, threads=THREADS_1D, max_blocks=65535 * 8):
     return blocks, threads
 
 
+@cuda.jit(device=True, inline=True)
+def unravel4(i, n1, n2, n3):
+    """``(a, b, c, d)``: the C-order position of flat index ``i`` in a grid ``(., n1, n2, n3)``
+    (the one rule by which the CUDA kernels map a thread or block number to its item)."""
+    d = i % n3
+    t = i // n3
+    c = t % n2
+    t = t // n2
+    return t // n1, t % n1, c, d
+
+
 @cuda.jit
 def fill_zero_kernel(flat):
     start, stride = cuda.grid(1), cuda.gridsize(1)

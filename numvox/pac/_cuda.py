@@ -16,7 +16,7 @@ Kernels work on the 3-D embedding (a 2-D problem has a leading spatial axis of s
 import numpy as np
 from numba import cuda, float32, float64
 
-from .._shared._cuda_support import kernel_factory
+from .._shared._cuda_support import kernel_factory, unravel4
 from .._shared.backend import cuda_simulated
 from .._shared.halfprec import cuda_loaders
 from . import _kinds
@@ -40,13 +40,7 @@ def _tile(prm, TH, TW, Do, Ho, Wo):
     size ``R`` (positions)."""
     nty = (Ho + TH - 1) // TH
     ntx = (Wo + TW - 1) // TW
-    bid = cuda.blockIdx.x
-    tx = bid % ntx
-    rest = bid // ntx
-    ty = rest % nty
-    rest = rest // nty
-    od = rest % Do
-    n = rest // Do
+    n, od, ty, tx = unravel4(cuda.blockIdx.x, Do, nty, ntx)
     RY = (TH - 1) * prm[4] + (prm[1] - 1) * prm[10] + 1
     RX = (TW - 1) * prm[5] + (prm[2] - 1) * prm[11] + 1
     R = ((prm[0] - 1) * prm[9] + 1) * RY * RX

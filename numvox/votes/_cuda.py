@@ -20,7 +20,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from .._shared._cuda_support import kernel_factory, launch_1d
+from .._shared._cuda_support import kernel_factory, launch_1d, unravel4
 from .._shared.backend import cuda_simulated
 from .._shared.halfprec import cuda_loaders
 from ._peak import make_peak, window
@@ -50,12 +50,7 @@ def _aggregate_kernel(P, pcode, O, ocode, thr, L, landmark_major, linear, out):
     start = cuda.grid(1)
     stride = cuda.gridsize(1)
     for i in range(start, n, stride):
-        z = i % Z
-        t = i // Z
-        y = t % Y
-        t = t // Y
-        x = t % X
-        b = t // X
+        b, x, y, z = unravel4(i, X, Y, Z)
         for l in range(L):
             p = _load_f64(P, (b, x, y, z, l + 1), pcode)
             if not (p >= thr):  # NaN never votes
