@@ -202,3 +202,28 @@ def test_forcing_cuda_without_a_gpu_raises_cuda_unavailable_from_the_graph():
         graph(V)
     with pytest.raises(numvox.CudaUnavailableError):
         numvox.keras.PacConv2D(1, 3, backend="cuda")([tf.zeros((1, 4, 4, 1)), tf.zeros((1, 4, 4, 1))])
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("make,guide_side", [
+    (lambda backend: numvox.keras.PacConvTranspose2D(2, 3, strides=2, normalize=True, backend=backend), 7),
+    (lambda backend: numvox.keras.PacPool2D(3, padding=1, normalize=True, backend=backend), 3),
+], ids=["PacConvTranspose2D", "PacPool2D"])
+def test_keras_transposed_and_pooling_layers_forced_to_cuda_match_cpu(cuda_backend, make, guide_side):
+    rng = np.random.default_rng(7)
+    x = tf.constant(rng.normal(size=(1, 3, 3, 2)).astype(np.float32))
+    g = tf.constant(rng.normal(size=(1, guide_side, guide_side, 1)).astype(np.float32))
+    results = []
+    for backend in ("cpu", cuda_backend):
+        lay = make(backend)
+        lay.build([x.shape, g.shape])
+        for v in lay.trainable_weights:
+            v.assign(np.linspace(-1, 1, int(np.prod(v.shape))).reshape(v.shape))
+        with tf.GradientTape() as tape:
+            tape.watch([x, g])
+            out = lay([x, g])
+            loss = tf.reduce_sum(out * out)
+        grads = tape.gradient(loss, [x, g] + list(lay.trainable_weights))
+        results.append([out.numpy()] + [t.numpy() for t in grads])
+    for got, want in zip(results[1], results[0]):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
