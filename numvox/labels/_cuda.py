@@ -32,7 +32,7 @@ import math
 import numpy as np
 from numba import cuda, float32, float64, int32, int64, uint64
 
-from numvox._shared._cuda_support import kernel_factory, launch_1d
+from numvox._shared._cuda_support import kernel_factory, launch_1d, unravel4
 from numvox._shared.backend import cuda_simulated
 from numvox._shared.halfprec import cuda_loaders
 
@@ -40,6 +40,17 @@ from ._rules import W2, W3
 
 _load_f32, _load_f64 = cuda_loaders()
 SCAN_THREADS = 256
+
+
+@cuda.jit(device=True, inline=True)
+def _tile_origin(n0, n1, n2, B):
+    """Volume position of the first voxel of this block's haloed tile: the block's ``B**3``
+    output voxels, in C order of blocks, start one voxel further along each axis."""
+    g0 = (n0 + B - 1) // B
+    g1 = (n1 + B - 1) // B
+    g2 = (n2 + B - 1) // B
+    _, b0, b1, b2 = unravel4(cuda.blockIdx.x, g0, g1, g2)
+    return b0 * B - 1, b1 * B - 1, b2 * B - 1
 
 
 def _block_edge():
@@ -58,15 +69,7 @@ def _labels_kernel(cdtype_name, B):
     def kernel(V, code, out, bad, w2, w3, ninf, pinf, half, one, big):
         tile = cuda.shared.array((H, H, H), nbtype)
         n0, n1, n2 = V.shape
-        g1 = (n1 + B - 1) // B
-        g2 = (n2 + B - 1) // B
-        b = cuda.blockIdx.x
-        b0 = b // (g1 * g2)
-        b1 = (b // g2) % g1
-        b2 = b % g2
-        o0 = b0 * B - 1
-        o1 = b1 * B - 1
-        o2 = b2 * B - 1
+        o0, o1, o2 = _tile_origin(n0, n1, n2, B)
         tid = cuda.threadIdx.x
         for e in range(tid, H * H * H, NT):  # coalesced: the last axis is fastest
             p = e // (H * H)
@@ -130,15 +133,7 @@ def _labels_kernel_int64(dtype_name, B):
     def kernel(V, out, w2, w3, ninf):
         tile = cuda.shared.array((H, H, H), nbtype)
         n0, n1, n2 = V.shape
-        g1 = (n1 + B - 1) // B
-        g2 = (n2 + B - 1) // B
-        b = cuda.blockIdx.x
-        b0 = b // (g1 * g2)
-        b1 = (b // g2) % g1
-        b2 = b % g2
-        o0 = b0 * B - 1
-        o1 = b1 * B - 1
-        o2 = b2 * B - 1
+        o0, o1, o2 = _tile_origin(n0, n1, n2, B)
         tid = cuda.threadIdx.x
         for e in range(tid, H * H * H, NT):  # coalesced: the last axis is fastest
             p = e // (H * H)
