@@ -10,14 +10,21 @@ leading spatial axis of size 1):
 
 Each output window's adaptive kernel (``F*T`` work) is computed once and reused for all
 ``C*O`` channel pairs.  Per output row, the guide rows the windows touch are copied into a
-per-thread buffer with pixels on the inner axis (``kd*kh x F x W'``); for blocks of
-``PB = 32`` windows the kernel ``K[t, j]`` is computed with unit-stride loops over the
-pixels ``j`` (float32: a vectorised polynomial exp, relative error ~1e-7; float64:
-``math.exp``).  The K-weighted inputs are gathered into a ``PB x T*C`` scratch matrix and
-the filter is applied with one small GEMM (``np.dot``).  No im2col buffer of the whole
-input is ever built: extra memory is ``O(threads * (PB * T * C + kd*kh * F * W))`` plus
-per-thread ``T*C*O`` weight-gradient partials.  Inputs are compiled as C-contiguous arrays
-when they are (unit-stride channel rows vectorise), else with any strides.
+per-thread buffer with pixels on the inner axis (``kd*kh x F x W'``) and the kernels
+``K[t, j]`` are computed with unit-stride loops over the windows ``j`` (float32: a
+vectorised polynomial exp, relative error ~1e-7; float64: ``math.exp``).
+
+Forward, unit stride along the row (the common case): scale after the GEMM.  For a group
+of up to ``L`` output rows of a plane, each window row ``(a, b)`` of the filter meets the
+same input rows for every window, so one GEMM per window row multiplies the ``kw`` taps of
+that row (``kw*O x C``) with all those input pixels (``C x L*W``); the output is the
+K-weighted sum of shifted rows of that product, with the windows on the vectorised axis.
+The GEMMs do the plain convolution's multiply-adds, no more; the adaptation adds ``T*O``
+multiply-adds per window.  Other strides: blocks of ``PB = 32`` windows whose K-weighted
+inputs are gathered into a ``PB x T*C`` matrix, applied with one small GEMM.  No im2col
+buffer of the whole input is ever built: extra memory is ``O(threads * (L*W*(C + kw*O) +
+L*T*W + kd*kh*F*W))`` plus per-thread ``T*C*O`` weight-gradient partials (backward).
+Inputs are compiled as C-contiguous arrays when they are, else with any strides.
 """
 
 import math
@@ -205,44 +212,142 @@ def _gather_window(x, xc, n, z0, y0, x0, ks, dl, Kb, j, iv, weighted, Z):
                 t += 1
 
 
-def _pac_forward(x, xc, g, gc, w, b, has_bias, ks, st, lo, dl, kp, normalize, out):
+@njit(inline="always", cache=True)
+def _input_rows(x, xc, n, z, y0, ystep, i0, i1, xb):
+    """``xb[(i - i0)*W + xx] = x[n, z, y0 + i*ystep, xx]`` (all channels, in ``xb``'s dtype)
+    for ``i0 <= i < i1``: the input rows, one after the other, pixels by channels."""
+    W, C = x.shape[3], x.shape[4]
+    for i in range(i0, i1):
+        base = (i - i0) * W
+        for xx in range(W):
+            xrow = x[n, z, y0 + i * ystep, xx]
+            brow = xb[base + xx]
+            if xc == 0:
+                for c in range(C):
+                    brow[c] = xrow[c]
+            else:
+                for c in range(C):
+                    brow[c] = load_f64(xrow, c, xc)
+
+
+@njit(inline="always", cache=True)
+def _group_by_products(x, xc, n, z0, oh0, L, ks, st, lo, dl, wtt, xb, Kg, acc):
+    """``acc[i, o, j] = sum_t Kg[i, t, j] * (W[t]^T x[q_t(i, j)])[o]`` for the windows of the
+    ``L`` output rows ``oh0 .. oh0+L-1`` of one plane (unit stride along the row).
+
+    Per window row ``r`` (over ``kd*kh``) one GEMM applies every tap of that row at once to
+    every pixel of the input rows it reads inside the image, side by side:
+    ``P[c*O + o, (i - i0)*W + xx] = (W[t]^T x[xx])[o]`` for tap column ``c``.  Window ``j`` of
+    row ``i`` reads pixel ``xx = j + c*dl2 - lo2`` there, so the K-weighted sum runs along
+    rows of ``P`` with the windows on the inner, vectorised axis (scale after the GEMM);
+    taps outside the image are skipped (their ``K`` is 0).  ``xb`` is ``L*W x C`` scratch."""
+    D, H, W = x.shape[1], x.shape[2], x.shape[3]
+    kw = ks[2]
+    O, Wo = acc.shape[1], acc.shape[2]
+    for i in range(L):
+        for o in range(O):
+            for j in range(Wo):
+                acc[i, o, j] = 0.0
+    r = 0
+    for a in range(ks[0]):
+        z = z0 + a * dl[0]
+        for b in range(ks[1]):
+            ylo = oh0 * st[1] - lo[1] + b * dl[1]  # input row of output row oh0 (i = 0)
+            i0 = 0 if ylo >= 0 else (st[1] - 1 - ylo) // st[1]
+            i1 = min(L, (H - 1 - ylo) // st[1] + 1) if ylo < H else 0
+            if 0 <= z < D and i0 < i1:
+                _input_rows(x, xc, n, z, ylo, st[1], i0, i1, xb)
+                P = np.dot(wtt[r], xb[:(i1 - i0) * W].T)  # (kw*O, C) @ (C, rows*W): one GEMM
+                for i in range(i0, i1):
+                    for c in range(kw):
+                        sh = c * dl[2] - lo[2]  # window j reads pixel j + sh
+                        jlo, jhi = max(0, -sh), min(Wo, W - sh)
+                        if jlo >= jhi:
+                            continue
+                        kt = Kg[i, r * kw + c, jlo:jhi]
+                        q0 = (i - i0) * W + sh
+                        for o in range(O):
+                            prow = P[c * O + o, q0 + jlo:q0 + jhi]
+                            arow = acc[i, o, jlo:jhi]
+                            for j in range(jhi - jlo):
+                                arow[j] += kt[j] * prow[j]
+            r += 1
+
+
+def _pac_forward(x, xc, g, gc, w, wtt, b, has_bias, ks, st, lo, dl, kp, normalize, nthreads, out):
     N, D, H, W, C = x.shape
     F = g.shape[4]
     T, _, O = w.shape
-    TC = T * C
-    w2 = w.reshape(TC, O)
     Do, Ho, Wo = out.shape[1], out.shape[2], out.shape[3]
-    fast = out.itemsize == 4  # float32: vectorised fast exp
-    s2 = st[2]
-    lo2 = lo[2]
     Wp = _buffer_width(W, Wo, ks, st, lo, dl)
-    R = ks[0] * ks[1]
-    rows = N * Do * Ho
-    for r in prange(rows):
-        n = r // (Do * Ho)
-        od = (r // Ho) % Do
-        oh = r % Ho
-        gb = np.empty((R, F, Wp), out.dtype)
-        vb = np.empty((R, Wp), out.dtype)
-        Kb = np.empty((T, PB), out.dtype)
-        dist = np.empty(PB, out.dtype)
-        ei = np.empty(PB, np.int32)
-        inv = np.empty(PB, out.dtype)
-        Z = np.empty((PB, TC), out.dtype)
-        z0 = od * st[0] - lo[0]
-        y0 = oh * st[1] - lo[1]
-        _guide_rows(g, gc, n, z0, y0, ks, dl, lo2, D, H, W, F, gb, vb)
-        for ow0 in range(0, Wo, PB):
-            nb = min(PB, Wo - ow0)
-            _any_kernel(gb, vb, ks, dl, s2, ow0, nb, F, fast, kp, Kb, dist, ei)
-            _window_norms(Kb, T, nb, normalize, inv)
-            for j in range(nb):
-                _gather_window(x, xc, n, z0, y0, (ow0 + j) * s2 - lo2, ks, dl, Kb, j, inv[j], True, Z)
-            res = np.dot(Z[:nb], w2)  # (nb, T*C) @ (T*C, O): a small GEMM
-            for j in range(nb):
-                orow = out[n, od, oh, ow0 + j]
-                for o in range(O):
-                    orow[o] = res[j, o] + b[o] if has_bias else res[j, o]
+    unit = st[2] == 1
+    # unit row stride: groups of L output rows of a plane; the kernels of each whole row,
+    # then per window row one GEMM over the (up to) L input rows it reads (scale after the GEMM).
+    # Otherwise one row at a time, blocks of PB windows whose K-weighted inputs are gathered.
+    L = min(Ho, max(1, 1024 // max(W, 1))) if unit else 1
+    nk = max(Wo, 1) if unit else PB
+    per_plane = (Ho + L - 1) // L
+    groups = N * Do * per_plane
+    chunks = min(groups, 4 * nthreads)  # a few chunks per thread, each allocating its scratch once
+    for ch in prange(chunks):
+        gb = np.empty((ks[0] * ks[1], F, Wp), out.dtype)
+        vb = np.empty((ks[0] * ks[1], Wp), out.dtype)
+        Kg = np.empty((L, T, nk), out.dtype)
+        dist = np.empty(nk, out.dtype)
+        ei = np.empty(nk, np.int32)
+        inv = np.empty(nk, out.dtype)
+        xb = np.empty((L * W if unit else 0, C), out.dtype)
+        acc = np.empty((L if unit else 0, O, Wo), out.dtype)
+        Z = np.empty((0 if unit else PB, T * C), out.dtype)
+        for grp in range(ch * groups // chunks, (ch + 1) * groups // chunks):
+            n = grp // (Do * per_plane)
+            od = (grp // per_plane) % Do
+            oh0 = (grp % per_plane) * L
+            Lg = min(L, Ho - oh0)
+            z0 = od * st[0] - lo[0]
+            for i in range(Lg):
+                _pac_row(x, xc, g, gc, w, b, has_bias, ks, st, lo, dl, kp, normalize, n, od, oh0 + i, z0, unit,
+                         gb, vb, Kg[i], dist, ei, inv, Z, out)
+            if unit:
+                _group_by_products(x, xc, n, z0, oh0, Lg, ks, st, lo, dl, wtt, xb, Kg, acc)
+                for i in range(Lg):
+                    for j in range(Wo):
+                        orow = out[n, od, oh0 + i, j]
+                        for o in range(O):
+                            orow[o] = acc[i, o, j] + b[o] if has_bias else acc[i, o, j]
+
+
+@njit(inline="always", cache=True)
+def _pac_row(x, xc, g, gc, w, b, has_bias, ks, st, lo, dl, kp, normalize, n, od, oh, z0, unit, gb, vb, Kb,
+             dist, ei, inv, Z, out):
+    """The kernels of output row ``(n, od, oh)``: with ``unit`` (unit row stride) the
+    normalised kernels of the whole row into ``Kb`` (applied later by
+    :func:`_group_by_products`); otherwise blocks of ``PB`` windows, each applied at once
+    with one GEMM of its gathered K-weighted inputs, writing ``out``'s row."""
+    D, H, W = g.shape[1], g.shape[2], g.shape[3]
+    F = g.shape[4]
+    T, C, O = w.shape
+    Wo = out.shape[3]
+    nk = Kb.shape[1]
+    y0 = oh * st[1] - lo[1]
+    _guide_rows(g, gc, n, z0, y0, ks, dl, lo[2], D, H, W, F, gb, vb)
+    for ow0 in range(0, Wo, nk):
+        nb = min(nk, Wo - ow0)
+        _any_kernel(gb, vb, ks, dl, st[2], ow0, nb, F, out.itemsize == 4, kp, Kb, dist, ei)
+        _window_norms(Kb, T, nb, normalize, inv)
+        if unit:
+            if normalize:
+                for t in range(T):
+                    for j in range(nb):
+                        Kb[t, j] *= inv[j]
+            continue
+        for j in range(nb):
+            _gather_window(x, xc, n, z0, y0, (ow0 + j) * st[2] - lo[2], ks, dl, Kb, j, inv[j], True, Z)
+        res = np.dot(Z[:nb], w.reshape(T * C, O))  # (nb, T*C) @ (T*C, O): a small GEMM
+        for j in range(nb):
+            orow = out[n, od, oh, ow0 + j]
+            for o in range(O):
+                orow[o] = res[j, o] + b[o] if has_bias else res[j, o]
 
 
 # -- backward pieces (one window j of a block each) ---------------------------------------
@@ -525,8 +630,13 @@ def call_specialised(pyfunc, roles, *args, parallel=True, fastmath=False):
 
 
 def pac_forward(x, xc, g, gc, w, b, has_bias, ks, st, lo, dl, kp, normalize, out):
-    return call_specialised(_pac_forward, ("r", "", "r", "", "c", "c", "", "c", "c", "c", "c", "c", "", "w"),
-                            x, xc, g, gc, w, b, has_bias, ks, st, lo, dl, kp, normalize, out)
+    # the weight per window row, taps of the row stacked: wtt[r, c*O + o, c_in] = w[t, c_in, o]
+    R, kw = int(ks[0] * ks[1]), int(ks[2])
+    T, C, O = w.shape
+    wtt = np.ascontiguousarray(w.reshape(R, kw, C, O).transpose(0, 1, 3, 2).reshape(R, kw * O, C))
+    return call_specialised(_pac_forward, ("r", "", "r", "", "c", "c", "c", "", "c", "c", "c", "c", "c", "", "", "w"),
+                            x, xc, g, gc, w, wtt, b, has_bias, ks, st, lo, dl, kp, normalize,
+                            np.int64(get_num_threads()), out)
 
 
 def pac_backward(go, gu, x, xc, g, gc, w, ks, st, lo, dl, kp, normalize, gx, gg, gw_part, gb_part):
