@@ -180,16 +180,18 @@ def _pac_rows(quick):
         taps = math.prod(cfg["k"])
         C, O, F = cfg["C"], cfg["O"], cfg["F"]
         gemm = 2 * V * taps * C * O
-        adapt = V * taps * (3 * F + 12 + C)  # distances, exp, scaling of the window's taps
+        adapt = V * taps * (3 * F + 12 + 2 * O)  # distances, exp, the K-weighted sum of the products
         size = "x".join(map(str, cfg["S"]))
         name = f"pac_conv {label} N={cfg['N']} {size} C={C}->O={O}, k={'x'.join(map(str, cfg['k']))}, F={F}"
         fwd_bytes = x.nbytes + f.nbytes + go.nbytes + w.nbytes
         share = adapt / (gemm + adapt)
         yield Row(f"{name}, forward", lambda x=x, f=f, w=w, b=b: numvox.pac_conv(x, f, w, b),
                   fwd_bytes, gemm + adapt,
-                  f"compute: small GEMMs (blocks of windows x k^d C by k^d C x O); the adaptation "
-                  f"is {share:.0%} of the flops; next: larger GEMM blocks so that they run nearer the "
-                  "FMA roof")
+                  f"compute: per window row one GEMM (k O x C by C x rows*W; OpenBLAS runs its AVX2 "
+                  f"kernels on this CPU) then the K-weighted sum of shifted product rows; the "
+                  f"adaptation is {share:.0%} of the flops but, with the guide-row copies, ~1/4 (2-D) "
+                  f"to 1/2 (3-D) of the time; next: share guide rows and kernels between the output "
+                  f"rows of a group, and an AVX-512 GEMM (C = 8-16 is a short inner dimension)")
         bwd_bytes = 2 * (x.nbytes + f.nbytes + w.nbytes) + go.nbytes
         yield Row(f"{name}, backward", lambda go=go, x=x, f=f, w=w: numvox.pac_conv_backward(go, x, f, w),
                   bwd_bytes, 2 * gemm + 3 * adapt,
