@@ -1,7 +1,9 @@
 """Run numvox's benchmarks: ``python -m benchmarks [NAME ...] [--quick] [--backend cuda]``.
 
-NAME picks modules ``benchmarks/bench_NAME.py``, or ``roofline`` (``benchmarks/roofline.py``:
-the machine's limits and every CPU kernel against them); all by default.  Results are printed and
+NAME picks modules ``benchmarks/bench_NAME.py``, ``roofline`` (``benchmarks/roofline.py``:
+the machine's limits and every CPU kernel against them) or ``upsampling``
+(``benchmarks/upsampling.py``: the Keras PAC layers trained as joint upsamplers against
+bilinear / trilinear upsampling); all by default.  Results are printed and
 written into ``benchmarks/RESULTS.md``: each module owns one section, replaced in place, so
 running one module leaves the other sections as they were.
 """
@@ -27,7 +29,7 @@ reused memory cannot hide a peak). Each section names the machine and date it wa
 """
 
 
-SECTIONS = ("roofline",)  # modules without the bench_ prefix that write their whole section
+SECTIONS = ("roofline", "upsampling")  # modules without the bench_ prefix that write their whole section
 
 
 def available():

@@ -373,6 +373,35 @@ def ref_pac_transpose(x, f, w, b, stride, padding, output_padding, dil, normaliz
                          w.shape[-1], b)
 
 
+# -- joint-upsampling example (benchmarks/upsampling.py) -----------------------------------
+
+
+def ref_block_mean(a, ndim):
+    """Mean of each 2x..x2 block of the ``ndim`` spatial axes of a channels-last batch, by an
+    explicit sum over the block's 2**ndim offsets."""
+    a = np.asarray(a, np.float64)
+    total = 0.0
+    for off in itertools.product((0, 1), repeat=ndim):
+        total = total + a[(slice(None),) + tuple(slice(o, None, 2) for o in off)]
+    return total / 2**ndim
+
+
+def ref_linear_upsample2x(low, ndim):
+    """x2 (multi)linear interpolation of a channels-last batch by ``scipy.ndimage.map_coordinates``
+    (order 1): output sample ``j`` read at input coordinate ``(j + 0.5) / 2 - 0.5``, clamped to the
+    edge samples, the half-pixel convention of a 2x block-mean downsampling."""
+    import scipy.ndimage
+
+    low = np.asarray(low, np.float64)
+    sp = low.shape[1:1 + ndim]
+    grids = np.meshgrid(*[np.clip((np.arange(2 * s) + 0.5) / 2 - 0.5, 0, s - 1) for s in sp], indexing="ij")
+    out = np.empty((low.shape[0],) + tuple(2 * s for s in sp) + (low.shape[-1],))
+    for n in range(low.shape[0]):
+        for c in range(low.shape[-1]):
+            out[n, ..., c] = scipy.ndimage.map_coordinates(low[n, ..., c], grids, order=1, mode="nearest")
+    return out
+
+
 def check_directional_derivatives(loss, bases, grads, rng, rtol=1e-6, eps=1e-6):
     """Each analytic gradient ``grads[i]`` against the central difference of ``loss(*args)``
     along a random direction of argument ``i`` (``bases``: the arguments)."""
