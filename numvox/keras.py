@@ -9,10 +9,12 @@ The layers are called on ``[x, guide]``::
 Forward and backward run numvox's fused kernels through the differentiable ops of
 :mod:`numvox.tf` (``tf.custom_gradient`` over the ``*_backward`` functions), so the layers work
 eagerly, inside ``tf.function`` and in ``model.fit``; gradients reach ``x``, ``guide``, the
-kernel and the bias.  The kernels run where the inputs live (CPU, or CUDA on a GPU; see
-:mod:`numvox.tf` for the routes); ``backend="cpu"`` or ``"cuda"`` forces one.  Under a
-``mixed_float16`` (or ``mixed_bfloat16``) policy the layer computes in float32 and casts the
-result to its compute dtype.  This module imports TensorFlow; ``import numvox`` does not.
+kernel and the bias, and an inverse adaptive kernel's alpha and lambda (the weights
+``kernel_alpha`` and ``kernel_lambda``, unless the kind ends in ``_fixed``).  The kernels run
+where the inputs live (CPU, or CUDA on a GPU; see :mod:`numvox.tf` for the routes);
+``backend="cpu"`` or ``"cuda"`` forces one.  Under a ``mixed_float16`` (or ``mixed_bfloat16``)
+policy the layer computes in float32 and casts the result to its compute dtype.  This module
+imports TensorFlow; ``import numvox`` does not.
 """
 
 import keras
@@ -41,6 +43,29 @@ def _check_kernel(kernel):
 
     parse_kernel(kernel)
     return kernel
+
+
+def _add_kernel_weights(layer):
+    """An inverse kernel without ``_fixed`` (pacnet's learned ``inv_alpha``/``inv_lambda``):
+    two trainable scalar weights ``kernel_alpha`` and ``kernel_lambda``, initialised from the
+    kernel's name, in the layer's variable dtype and never autocast (float32 under mixed
+    precision).  Gaussian and ``_fixed`` kinds: none (both attributes None)."""
+    from numvox.pac import parse_kernel
+
+    kind, alpha, lam, _, fixed = parse_kernel(layer.kernel_kind)
+    layer.kernel_alpha = layer.kernel_lambda = None
+    if kind == "inv" and not fixed:
+        layer.kernel_alpha, layer.kernel_lambda = (
+            layer.add_weight(name=name, shape=(), initializer=keras.initializers.Constant(value), autocast=False)
+            for name, value in (("kernel_alpha", alpha), ("kernel_lambda", lam))
+        )
+
+
+def _kernel_params(layer):
+    """``[alpha, lambda]`` of the layer's trainable kernel weights as one tensor, or None."""
+    if layer.kernel_alpha is None:
+        return None
+    return tf.stack([tf.convert_to_tensor(layer.kernel_alpha), tf.convert_to_tensor(layer.kernel_lambda)])
 
 
 def _pair(layer, shapes):
@@ -137,6 +162,7 @@ class _PacConv(keras.layers.Layer):
                 name="bias", shape=(self.filters,), initializer=self.bias_initializer,
                 regularizer=self.bias_regularizer, constraint=self.bias_constraint,
             )
+        _add_kernel_weights(self)
 
     def call(self, inputs):
         x, guide = self._split(inputs)
@@ -144,7 +170,8 @@ class _PacConv(keras.layers.Layer):
         kernel = tf.cast(tf.convert_to_tensor(self.kernel), high)
         bias = tf.cast(tf.convert_to_tensor(self.bias), high) if self.use_bias else None
         fn = pac_conv_transpose if self.op == "pac_conv_transpose" else pac_conv
-        out = fn(tf.cast(x, high), tf.cast(guide, high), kernel, bias, **self._options())
+        out = fn(tf.cast(x, high), tf.cast(guide, high), kernel, bias, kernel_params=_kernel_params(self),
+                 **self._options())
         return tf.cast(out, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
@@ -227,11 +254,13 @@ class _PacPool(keras.layers.Layer):
                 f"{type(self).__name__}(channel_wise=True) needs one guide feature per channel; got x "
                 f"{tuple(x_shape)} and guide {tuple(g_shape)}"
             )
+        _add_kernel_weights(self)
 
     def call(self, inputs):
         x, guide = _pair(self, inputs)
         high = tf.float64 if self.compute_dtype == "float64" else tf.float32
-        out = pac_pool(tf.cast(x, high), tf.cast(guide, high), self.kernel_size, **self._options())
+        out = pac_pool(tf.cast(x, high), tf.cast(guide, high), self.kernel_size, kernel_params=_kernel_params(self),
+                       **self._options())
         return tf.cast(out, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
@@ -263,7 +292,10 @@ class PacConv2D(_PacConv):
         None (default) runs where the inputs live; a string forces a backend.
     kernel : str
         The adaptive kernel: ``"gaussian"`` or ``"inv_{alpha}_{lambda}"`` (``_asym``,
-        ``_fixed``), as :func:`numvox.pac_conv`; alpha and lambda are fixed.
+        ``_fixed``), as :func:`numvox.pac_conv`.  An inverse kernel's alpha and lambda are
+        trained (pacnet's non-``_fixed`` kinds): the layer has two scalar weights
+        ``kernel_alpha`` and ``kernel_lambda`` initialised from the name (float32, also
+        under mixed precision); with ``_fixed`` they are constants (no weights).
     kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer,
     kernel_constraint, bias_constraint
         As in ``keras.layers.Conv2D``.
@@ -323,13 +355,15 @@ class PacPool2D(_PacPool):
     kernel_size, strides, dilation_rate : int or 2 ints
     padding : {"same", "valid"} or int or 2 ints
     kernel : str
-        ``"gaussian"`` or ``"inv_{alpha}_{lambda}"`` (``_asym``, ``_fixed``); fixed alpha and lambda.
+        ``"gaussian"`` or ``"inv_{alpha}_{lambda}"`` (``_asym``, ``_fixed``); an inverse
+        kernel's alpha and lambda are trainable weights unless ``_fixed``, as :class:`PacConv2D`.
     normalize : bool
     channel_wise : bool
         Channel ``c``'s kernel from guide feature ``c`` alone (guide with C features).
     backend : {None, "cpu", "cuda"}
 
-    No weights.  Inputs ``x`` ``(N, H, W, C)`` and ``guide`` ``(N, H, W, F)``; output
+    No weights other than ``kernel_alpha``/``kernel_lambda``.  Inputs ``x`` ``(N, H, W, C)``
+    and ``guide`` ``(N, H, W, F)``; output
     ``(N, H', W', C)``.
     """
 

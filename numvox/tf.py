@@ -248,25 +248,32 @@ pac_conv_transpose_backward = _make("pac_conv_transpose_backward")
 pac_pool_backward = _make("pac_pool_backward")
 
 
-def _with_gradient(name, arrays, bias, extra, options):
+def _with_gradient(name, arrays, bias, extra, options, kernel_params=None):
     """``numvox.<name>`` on tensors with its gradient from ``numvox.<name>_backward``
     (through ``tf.custom_gradient``), eagerly and in graphs, on the forward pass's route.
     ``arrays``: the differentiable array arguments; ``bias`` (or None) follows them as the
     forward's next argument when ``extra`` is None, else ``extra`` (non-tensor positional
-    arguments) follows them in both calls."""
+    arguments) follows them in both calls.  ``kernel_params`` (or None): the inverse
+    kernel's ``[alpha, lambda]``, differentiable too (``kernel_params_grad=True`` of the
+    backward function)."""
     forward, backward = _make(name), globals()[f"{name}_backward"]
     names = OPS[name].arrays
     tensors = [_as_tensor(t, names[i]) for i, t in enumerate(arrays)]
     if bias is not None:
         tensors.append(_as_tensor(bias, names[len(arrays)]))
-    n = len(arrays)
+    n, nb = len(arrays), len(tensors)
+    if kernel_params is not None:
+        tensors.append(_as_tensor(kernel_params, "kernel_params"))
 
     @tf.custom_gradient
     def _fwd(*ts):
-        out = forward(*ts[:n], *((ts[n] if bias is not None else None,) if extra is None else extra), **options)
+        kp = {"kernel_params": ts[nb]} if kernel_params is not None else {}
+        out = forward(*ts[:n], *((ts[n] if bias is not None else None,) if extra is None else extra), **kp,
+                      **options)
 
         def grad(dout):
-            g = backward(dout, *ts[:n], *(extra or ()), **options)
+            g = backward(dout, *ts[:n], *(extra or ()), **kp, kernel_params_grad=bool(kp), **options)
+            g = tuple(g[:nb]) + (tuple(g[-1:]) if kp else ())  # bias's gradient only if it was given
             return tuple(tf.cast(gi, t.dtype) for gi, t in zip(g, ts))
 
         return out, grad
@@ -275,29 +282,33 @@ def _with_gradient(name, arrays, bias, extra, options):
 
 
 @tf.autograph.experimental.do_not_convert
-def pac_conv(x, guide, weight, bias=None, **options):
+def pac_conv(x, guide, weight, bias=None, kernel_params=None, **options):
     """``numvox.pac_conv`` on TensorFlow tensors, differentiable.
 
     Same arguments as ``numvox.pac_conv`` (``stride``, ``padding``, ``dilation``,
-    ``normalize``, ``backend``).  Gradients with respect to ``x``, ``guide``, ``weight`` and
-    ``bias`` come from ``numvox.pac_conv_backward`` (through ``tf.custom_gradient``), eagerly
-    and in graphs, on the same route as the forward pass.
+    ``kernel``, ``kernel_params``, ``normalize``, ``backend``).  Gradients with respect to
+    ``x``, ``guide``, ``weight``, ``bias`` and ``kernel_params`` (an inverse kernel's
+    ``[alpha, lambda]``, a tensor of 2 that overrides the values in the kernel's name) come
+    from ``numvox.pac_conv_backward`` (through ``tf.custom_gradient``), eagerly and in graphs,
+    on the same route as the forward pass.
     """
-    return _with_gradient("pac_conv", (x, guide, weight), bias, None, options)
+    return _with_gradient("pac_conv", (x, guide, weight), bias, None, options, kernel_params)
 
 
 @tf.autograph.experimental.do_not_convert
-def pac_conv_transpose(x, guide, weight, bias=None, **options):
-    """``numvox.pac_conv_transpose`` on TensorFlow tensors, differentiable (gradients from
+def pac_conv_transpose(x, guide, weight, bias=None, kernel_params=None, **options):
+    """``numvox.pac_conv_transpose`` on TensorFlow tensors, differentiable with respect to
+    ``x``, ``guide``, ``weight``, ``bias`` and ``kernel_params`` (gradients from
     ``numvox.pac_conv_transpose_backward``, as :func:`pac_conv`)."""
-    return _with_gradient("pac_conv_transpose", (x, guide, weight), bias, None, options)
+    return _with_gradient("pac_conv_transpose", (x, guide, weight), bias, None, options, kernel_params)
 
 
 @tf.autograph.experimental.do_not_convert
-def pac_pool(x, guide, kernel_size, **options):
-    """``numvox.pac_pool`` on TensorFlow tensors, differentiable with respect to ``x`` and
-    ``guide`` (gradients from ``numvox.pac_pool_backward``, as :func:`pac_conv`)."""
-    return _with_gradient("pac_pool", (x, guide), None, (kernel_size,), options)
+def pac_pool(x, guide, kernel_size, kernel_params=None, **options):
+    """``numvox.pac_pool`` on TensorFlow tensors, differentiable with respect to ``x``,
+    ``guide`` and ``kernel_params`` (gradients from ``numvox.pac_pool_backward``, as
+    :func:`pac_conv`)."""
+    return _with_gradient("pac_pool", (x, guide), None, (kernel_size,), options, kernel_params)
 
 
 # -- Keras -----------------------------------------------------------------------------------

@@ -438,9 +438,10 @@ def test_output_shape_and_ops_specs():
     with pytest.raises(ValueError, match="kernel larger"):
         output_shape([1, 2, 8, 1], (5, 5), padding="valid")
     fwd, bwd = OPS[:2]
-    assert (fwd.name, fwd.function, fwd.arrays) == ("pac_conv", numvox.pac_conv, ("x", "guide", "weight", "bias"))
+    assert (fwd.name, fwd.function, fwd.arrays) == ("pac_conv", numvox.pac_conv,
+                                                    ("x", "guide", "weight", "bias", "kernel_params"))
     assert (bwd.name, bwd.function, bwd.arrays) == ("pac_conv_backward", numvox.pac_conv_backward,
-                                                    ("grad_out", "x", "guide", "weight"))
+                                                    ("grad_out", "x", "guide", "weight", "kernel_params"))
     f32, f64 = np.dtype(np.float32), np.dtype(np.float64)
     shapes = {"x": [2, None, 9, 3], "guide": [2, None, 9, 1], "weight": [3, 3, 3, 5], "bias": None}
     dtypes = {"x": f32, "guide": np.dtype(np.float16), "weight": f32, "bias": f32}
@@ -448,6 +449,7 @@ def test_output_shape_and_ops_specs():
     assert fwd.output_specs({**shapes, "x": None}, {**dtypes, "weight": f64}, {}) == [(None, f64)]
     specs = bwd.output_specs({"grad_out": None, **shapes}, dtypes, {})
     assert specs == [(shapes["x"], f32), (shapes["guide"], f32), (shapes["weight"], f32), ([5], f32)]
+    assert bwd.output_specs({"grad_out": None, **shapes}, dtypes, {"kernel_params_grad": True}) == specs + [([2], f32)]
     assert bwd.output_specs({"grad_out": None, **shapes, "weight": None}, dtypes, {})[3] == (None, f32)
     # the runtime result has the rule's shape
     rng = np.random.default_rng(3)

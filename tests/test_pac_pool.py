@@ -98,8 +98,8 @@ def test_output_size_rule():
     assert out.shape[1:-1] == ref_out_size(p["S"], p["ks"], p["stride"], p["dil"], 1)
     assert list(out.shape) == numvox.pac.pool_output_shape(x.shape, p["ks"], p["stride"], 1, p["dil"])
     fwd, bwd = numvox.pac.OPS[2:4]
-    assert (fwd.name, fwd.function, fwd.arrays) == ("pac_pool", numvox.pac_pool, ("x", "guide"))
-    assert (bwd.name, bwd.arrays) == ("pac_pool_backward", ("grad_out", "x", "guide"))
+    assert (fwd.name, fwd.function, fwd.arrays) == ("pac_pool", numvox.pac_pool, ("x", "guide", "kernel_params"))
+    assert (bwd.name, bwd.arrays) == ("pac_pool_backward", ("grad_out", "x", "guide", "kernel_params"))
     o = {"kernel_size": p["ks"], "stride": p["stride"], "padding": 1, "dilation": p["dil"]}
     f32 = np.dtype(np.float32)
     assert fwd.output_specs({"x": list(x.shape), "guide": list(f.shape)}, {"x": f32, "guide": f32}, o) == \

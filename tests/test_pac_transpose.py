@@ -118,8 +118,9 @@ def test_shapes_rules_and_errors():
     assert numvox.pac.transpose_output_shape([None, None, 5, 2], (3, 3), 2, 1, 0, 1, 4) == [None, None, 9, 4]
     fwd, bwd = numvox.pac.OPS[4:6]
     assert (fwd.name, fwd.function, fwd.arrays) == ("pac_conv_transpose", numvox.pac_conv_transpose,
-                                                    ("x", "guide", "weight", "bias"))
-    assert (bwd.name, bwd.arrays) == ("pac_conv_transpose_backward", ("grad_out", "x", "guide", "weight"))
+                                                    ("x", "guide", "weight", "bias", "kernel_params"))
+    assert (bwd.name, bwd.arrays) == ("pac_conv_transpose_backward",
+                                      ("grad_out", "x", "guide", "weight", "kernel_params"))
     f32 = np.dtype(np.float32)
     shapes = {"x": [1, 4, 5, 2], "guide": None, "weight": [3, 3, 2, 4], "bias": None}
     assert fwd.output_specs(shapes, {"x": f32}, {"stride": 2, "padding": 1, "output_padding": 1}) == \

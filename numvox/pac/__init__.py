@@ -1,5 +1,7 @@
 """Pixel-adaptive convolution (PAC) and its family (pacnet's ``pac.py``): fused forward and
-backward, 2-D and 3-D, CPU and CUDA, every kernel kind (Gaussian, inverse).
+backward, 2-D and 3-D, CPU and CUDA, every kernel kind (Gaussian, inverse; the inverse
+kernel's alpha and lambda may come from ``kernel_params=`` and have gradients,
+``kernel_params_grad=True``).
 
 Public: :func:`pac_conv`, :func:`pac_conv_backward`, :func:`pac_conv_transpose`,
 :func:`pac_conv_transpose_backward`, :func:`pac_pool`, :func:`pac_pool_backward`,
@@ -10,7 +12,8 @@ name's kind, alpha, lambda and flags) and ``OPS`` (the operations as the framewo
 
 Modules: ``_rules`` (options, kernel names, input checks, window geometry, output shapes:
 written once), ``_kinds`` (the per-tap kernel of every kind, compiled by both targets),
-``_api`` (``pac_conv``: the public functions and their CPU/CUDA dispatch), ``_pool``
+``_api`` (``pac_conv``: the public functions and their CPU/CUDA dispatch), ``_params``
+(gradients with respect to an inverse kernel's alpha and lambda, from forward passes), ``_pool``
 (``pac_pool``), ``_transpose`` (``pac_conv_transpose``), ``_cpu``, ``_taps_cpu``,
 ``_pool_cpu``, ``_transpose_cpu`` (Numba CPU kernels), ``_cuda``, ``_pool_cuda``,
 ``_transpose_cuda`` (Numba CUDA kernels, imported only for CUDA calls), ``cli``
@@ -35,11 +38,13 @@ from ._rules import (
 from ._transpose import pac_conv_transpose, pac_conv_transpose_backward
 
 OPS = PAC_OPS + (
-    OpSpec("pac_pool", pac_pool, ("x", "guide"), pool_output_specs),
-    OpSpec("pac_pool_backward", pac_pool_backward, ("grad_out", "x", "guide"), pool_backward_output_specs),
-    OpSpec("pac_conv_transpose", pac_conv_transpose, ("x", "guide", "weight", "bias"), transpose_output_specs),
-    OpSpec("pac_conv_transpose_backward", pac_conv_transpose_backward, ("grad_out", "x", "guide", "weight"),
-           pac_backward_output_specs),
+    OpSpec("pac_pool", pac_pool, ("x", "guide", "kernel_params"), pool_output_specs),
+    OpSpec("pac_pool_backward", pac_pool_backward, ("grad_out", "x", "guide", "kernel_params"),
+           pool_backward_output_specs),
+    OpSpec("pac_conv_transpose", pac_conv_transpose, ("x", "guide", "weight", "bias", "kernel_params"),
+           transpose_output_specs),
+    OpSpec("pac_conv_transpose_backward", pac_conv_transpose_backward,
+           ("grad_out", "x", "guide", "weight", "kernel_params"), pac_backward_output_specs),
 )
 
 __all__ = ["OPS", "output_shape", "pac_conv", "pac_conv_backward", "pac_conv_transpose",

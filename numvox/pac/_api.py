@@ -8,6 +8,7 @@ import numpy as np
 from .._shared.arrays import Call
 from .._shared.halfprec import kernel_view
 from .._shared.ops import OpSpec
+from ._params import kernel_param_grads
 from ._rules import (
     check_inputs,
     check_options,
@@ -97,10 +98,18 @@ def window_geometry(d, ksize, stride, lo, dilation, out_shape, kp, dtype):
     return geo
 
 
-def _prepare(call, names, stride, padding, dilation, kernel, normalize):
+def host_params(call):
+    """The ``kernel_params`` array of a call on the host (None when not given)."""
+    a = call.arrays.get("kernel_params")
+    if a is not None and call.device_arrays:  # pragma: no cover - needs a GPU
+        a = a.copy_to_host()
+    return a
+
+
+def _prepare(call, names, stride, padding, dilation, kernel, normalize, params_grad=False):
     x, guide, weight, bias = (call[n] if n else None for n in names)
     grad_out = call["grad_out"] if "grad_out" in call.arrays else None
-    kp = check_options(kernel, normalize)
+    kp = check_options(kernel, normalize, host_params(call), params_grad)
     d = check_inputs(x, guide, weight, bias, grad_out)
     ksize = tuple(int(k) for k in weight.shape[:d])
     N, C, F, O = int(x.shape[0]), int(x.shape[-1]), int(guide.shape[-1]), int(weight.shape[-1])
@@ -118,7 +127,7 @@ def _prepare(call, names, stride, padding, dilation, kernel, normalize):
 
 # -- public functions ---------------------------------------------------------------------
 def pac_conv(x, guide, weight, bias=None, *, stride=1, padding="same", dilation=1,
-             kernel="gaussian", normalize=False, backend=None):
+             kernel="gaussian", kernel_params=None, normalize=False, backend=None):
     """Pixel-adaptive convolution (PAC, Su et al., CVPR 2019), 2-D or 3-D, channels-last.
 
     ``out[n, i, o] = bias[o] + sum_t sum_c K(f[n, c_i], f[n, q]) * weight[t, c, o] * x[n, q, c]``
@@ -144,7 +153,14 @@ def pac_conv(x, guide, weight, bias=None, *, stride=1, padding="same", dilation=
         ``"same"`` pads ``(k-1)*dilation//2`` before and ``(k-1)*dilation - that`` after each
         axis (the output has the input's size at stride 1; both sides are equal for odd
         ``k``); ``"valid"`` pads nothing; ints pad both sides of each axis.
-    kernel : {"gaussian"}
+    kernel : str
+        The adaptive kernel: ``"gaussian"`` (above) or pacnet's inverse kernel
+        ``"inv_{alpha}_{lambda}"``, ``K = alpha + (sum(Delta**2) + 1e-4)**(lambda/2)`` with
+        ``Delta = f_q - f_c``, optionally ending in ``"_asym"`` (``Delta`` rectified) and
+        ``"_fixed"`` (alpha and lambda not trained by the Keras layers).
+    kernel_params : array of 2, optional
+        ``[alpha, lambda]`` of an inverse kernel, overriding the values in its name (e.g.
+        trained values; :func:`pac_conv_backward` gives their gradient).  Inverse kernels only.
     normalize : bool
         Divide ``K`` by its sum over the window's in-image taps (0 where that sum is 0).
     backend : {None, "cpu", "cuda"}
@@ -177,7 +193,8 @@ def pac_conv(x, guide, weight, bias=None, *, stride=1, padding="same", dilation=
     >>> numvox.pac_conv(x, f, w, normalize=True)[0, 4, 4]  # constant guide: a mean filter
     array([2., 2., 2., 2.])
     """
-    call = Call(backend, optional=("bias",), x=x, guide=guide, weight=weight, bias=bias)
+    call = Call(backend, optional=("bias", "kernel_params"), x=x, guide=guide, weight=weight, bias=bias,
+                kernel_params=kernel_params)
     geo, x5, g5, w3, b = _prepare(call, ("x", "guide", "weight", "bias"), stride, padding, dilation,
                                   kernel, normalize)
     N, O = geo["N"], geo["O"]
@@ -185,43 +202,62 @@ def pac_conv(x, guide, weight, bias=None, *, stride=1, padding="same", dilation=
     res = call.output(None, shape5, geo["dtype"])
     if res.size:
         check_finite(call, (("x", x5), ("guide", g5)), (("weight", w3), ("bias", b)))
-        xv, xc = kernel_view(x5)
-        gv, gc = kernel_view(g5)
-        bias_arr = b if b is not None else _zeros_like_backend(call, (max(O, 1),), geo["dtype"])
-        if call.backend == "cpu":
-            from .._shared.blas import single_threaded_blas
-            from ._cpu import pac_forward
-
-            with single_threaded_blas():  # the kernel calls BLAS from its threads
-                pac_forward(xv, np.int64(xc), gv, np.int64(gc), w3, bias_arr, b is not None, geo["ks"],
-                            geo["st"], geo["lo"], geo["dl"], geo["kp"], bool(normalize), res)
-        else:
-            from ._cuda import forward
-
-            forward(call, xv, xc, gv, gc, w3, bias_arr, b is not None, geo, bool(normalize), res)
+        _launch(call, geo, x5, g5, w3, b, normalize, res)
     return call.wrap(res.reshape(geo["out_shape"]))
 
 
-def _zeros_like_backend(call, shape, dtype):
-    return call.zeros(shape, dtype)
+def _launch(call, geo, x5, g5, w3, b, normalize, res):
+    """The forward kernels of ``geo`` (kernel kind ``geo["kp"]``) into ``res``."""
+    xv, xc = kernel_view(x5)
+    gv, gc = kernel_view(g5)
+    bias_arr = b if b is not None else call.zeros((max(int(w3.shape[-1]), 1),), geo["dtype"])
+    if call.backend == "cpu":
+        from .._shared.blas import single_threaded_blas
+        from ._cpu import pac_forward
+
+        with single_threaded_blas():  # the kernel calls BLAS from its threads
+            pac_forward(xv, np.int64(xc), gv, np.int64(gc), w3, bias_arr, b is not None, geo["ks"],
+                        geo["st"], geo["lo"], geo["dl"], geo["kp"], bool(normalize), res)
+    else:
+        from ._cuda import forward
+
+        forward(call, xv, xc, gv, gc, w3, bias_arr, b is not None, geo, bool(normalize), res)
+
+
+def weighted_launch(call, geo, g5, launch):
+    """``launch(kp, x, w, normalize, out)`` for :func:`._params.kernel_param_grads` of an
+    operator with a weight, from its ``launch(call, geo, x5, g5, w3, b, normalize, res)``."""
+    def run(kp, x5, w3, normalize, out):
+        sub = {**geo, "kp": kp, "C": int(x5.shape[-1]), "O": int(w3.shape[-1])}
+        launch(call, sub, x5, g5, w3, None, normalize, out)
+
+    return run
 
 
 def pac_conv_backward(grad_out, x, guide, weight, *, stride=1, padding="same", dilation=1,
-                      kernel="gaussian", normalize=False, backend=None):
+                      kernel="gaussian", kernel_params=None, kernel_params_grad=False, normalize=False,
+                      backend=None):
     """Gradients of :func:`pac_conv` with respect to all its inputs.
 
     Parameters
     ----------
     grad_out : array, shape (N, *S_out, O)
         Gradient of the loss with respect to ``pac_conv``'s output.
-    x, guide, weight, stride, padding, dilation, kernel, normalize, backend
+    x, guide, weight, stride, padding, dilation, kernel, kernel_params, normalize, backend
         As given to :func:`pac_conv` (the bias does not enter the gradients).
+    kernel_params_grad : bool
+        Also return ``grad_kernel_params``, the gradient with respect to the inverse
+        kernel's ``[alpha, lambda]`` (``kernel_params``, or the values in the kernel's
+        name).  Inverse kernels only.
 
     Returns
     -------
     grad_x, grad_guide, grad_weight, grad_bias : arrays
         Shapes of ``x``, ``guide``, ``weight`` and ``(O,)``; float64 if any input is float64,
         else float32.  ``grad_guide`` uses ``dK/df_q = K*(f_c - f_q) = -dK/df_c``.
+    grad_kernel_params : array, shape (2,)
+        Only with ``kernel_params_grad=True``: ``[dL/dalpha, dL/dlambda]``, dtype as the
+        others.
 
     Raises
     ------
@@ -235,6 +271,9 @@ def pac_conv_backward(grad_out, x, guide, weight, *, stride=1, padding="same", d
     scatter into ``grad_x``/``grad_guide`` runs bands of output rows in two phases so that no
     two threads write the same input row; ``grad_weight`` and ``grad_bias`` are summed from
     per-thread partials (``threads * T*C*O`` values).  The CUDA kernels use atomics there.
+    ``kernel_params_grad`` adds two forward passes (``normalize=False``) or three full and
+    three one-channel forward passes (``normalize=True``): the operator is linear in ``K``,
+    and ``dK/dalpha``, ``dK/dlambda`` are kernel kinds of their own.
 
     Examples
     --------
@@ -244,9 +283,10 @@ def pac_conv_backward(grad_out, x, guide, weight, *, stride=1, padding="same", d
     >>> gb
     array([36.])
     """
-    call = Call(backend, grad_out=grad_out, x=x, guide=guide, weight=weight)
+    call = Call(backend, optional=("kernel_params",), grad_out=grad_out, x=x, guide=guide, weight=weight,
+                kernel_params=kernel_params)
     geo, x5, g5, w3, _ = _prepare(call, ("x", "guide", "weight", None), stride, padding, dilation,
-                                  kernel, normalize)
+                                  kernel, normalize, kernel_params_grad)
     C, O, T, dtype = geo["C"], geo["O"], geo["T"], geo["dtype"]
     go5, gx, gg = backward_arrays(call, geo, x5, g5, (("weight", w3),))
     xv, xc = kernel_view(x5)
@@ -275,10 +315,15 @@ def pac_conv_backward(grad_out, x, guide, weight, *, stride=1, padding="same", d
     gx = gx.reshape(tuple(call["x"].shape))
     gg = gg.reshape(tuple(call["guide"].shape))
     gw = gw.reshape(tuple(call["weight"].shape))
-    return call.wrap((gx, gg, gw, gb))
+    if not kernel_params_grad:
+        return call.wrap((gx, gg, gw, gb))
+    gkp = kernel_param_grads(call, gov, gu, x5, w3, geo["kp"], bool(normalize),
+                             weighted_launch(call, geo, g5, _launch), 1, dtype)
+    return call.wrap((gx, gg, gw, gb, gkp))
 
 
 PAC_OPS = (
-    OpSpec("pac_conv", pac_conv, ("x", "guide", "weight", "bias"), pac_output_specs),
-    OpSpec("pac_conv_backward", pac_conv_backward, ("grad_out", "x", "guide", "weight"), pac_backward_output_specs),
+    OpSpec("pac_conv", pac_conv, ("x", "guide", "weight", "bias", "kernel_params"), pac_output_specs),
+    OpSpec("pac_conv_backward", pac_conv_backward, ("grad_out", "x", "guide", "weight", "kernel_params"),
+           pac_backward_output_specs),
 )

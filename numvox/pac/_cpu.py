@@ -7,6 +7,9 @@ leading spatial axis of size 1):
 - ``g``: ``(N, D, H, W, F)`` guide kernel view, ``gc`` its code
 - ``w``: ``(T, C, O)`` weight, C-contiguous, in the compute dtype (``T = kd*kh*kw``)
 - ``ks``, ``st``, ``lo``, ``dl``: int64 arrays of 3 (kernel size, stride, low padding, dilation)
+- ``kp``: the kernel kind (:mod:`._kinds`); the forward kernel also runs the internal kind of
+  ``dK/dlambda`` (for the alpha/lambda gradients of :mod:`._params`), the backward kernel
+  only the public kinds
 
 Each output window's adaptive kernel (``F*T`` work) is computed once and reused for all
 ``C*O`` channel pairs.  Per output row, the guide rows the windows touch are copied into a

@@ -9,13 +9,20 @@ through ``Delta = f_q - f_c``:
   ``s = sum(relu(Delta)**2)`` (pacnet's ``packernel2d``).
 
 ``kp`` is the float64 array ``[kind, alpha, lambda, asym]`` of :func:`numvox.pac._rules.kernel_params`
-(``kind`` 0: Gaussian, 1: inverse).  The functions are plain Python here; ``_cpu`` and
-``_cuda`` compile them for their targets.
+(``kind`` 0: Gaussian, 1: inverse, 2: ``dK/dlambda`` of the inverse kernel,
+``0.5 * ln(s + 1e-4) * (s + 1e-4) ** (lambda / 2)``).  Kind 2 is internal: the gradients
+with respect to alpha and lambda (:mod:`numvox.pac._params`) run the forward kernels with
+it (:func:`derivative_kinds`); the backward kernels never see it, so :func:`tap_slope` has
+no case for it.  The functions are plain Python here; ``_cpu`` and ``_cuda`` compile them
+for their targets.
 """
 
 import math
 
+import numpy as np
+
 EPS = 1e-4  # pacnet's epsilon of the inverse kernels
+GAUSSIAN, INVERSE, INVERSE_DLAMBDA = 0.0, 1.0, 2.0  # kp[0]
 
 
 def tap_delta(fq, fc, kp):
@@ -30,12 +37,23 @@ def tap_value(s, kp):
     """``K`` of a tap whose summed squared difference is ``s``."""
     if kp[0] == 0.0:
         return math.exp(-0.5 * s)
-    return kp[1] + math.pow(s + EPS, 0.5 * kp[2])
+    p = math.pow(s + EPS, 0.5 * kp[2])
+    if kp[0] == 2.0:
+        return 0.5 * math.log(s + EPS) * p
+    return kp[1] + p
 
 
 def tap_slope(s, k, kp):
     """``2 dK/ds`` of a tap (``s`` its summed squared difference, ``k`` its value ``K``):
-    ``dK/df_q = slope * tap_delta`` per feature and ``dK/df_c`` the opposite."""
+    ``dK/df_q = slope * tap_delta`` per feature and ``dK/df_c`` the opposite (kinds 0, 1)."""
     if kp[0] == 0.0:
         return -k
     return kp[2] * math.pow(s + EPS, 0.5 * kp[2] - 1.0)
+
+
+def derivative_kinds(kp):
+    """The ``kp`` arrays of ``dK/dalpha`` and ``dK/dlambda`` of the inverse kernel ``kp``:
+    ``dK/dalpha = 1`` is the inverse kernel with alpha 0 and lambda 0 (``(s + eps)**0``),
+    ``dK/dlambda`` is kind 2 with ``kp``'s lambda.  ``_asym`` is kept for both."""
+    return (np.array([INVERSE, 0.0, 0.0, kp[3]], np.float64),
+            np.array([INVERSE_DLAMBDA, kp[1], kp[2], kp[3]], np.float64))

@@ -1,7 +1,8 @@
 """CPU kernels of PAC pooling (pacnet's ``pacpool2d``): ``out[i, c] = sum_t K_t(i) x[q_t, c]``.
 
 Arrays as in :mod:`._cpu` (3-D embedding, kernel views with half-precision codes, int64
-``ks``, ``st``, ``lo``, ``dl``; ``kp`` the kernel kind).  One window at a time: its
+``ks``, ``st``, ``lo``, ``dl``; ``kp`` the kernel kind, for the forward pass also the
+internal ``dK/dlambda`` kind of :mod:`._params`).  One window at a time: its
 kernels (``F*T`` work, :func:`._taps_cpu.window_kernels`) then the ``C*T`` weighted sum; no
 patch buffers.  Output rows run in parallel; the backward pass scatters into ``grad_x`` and
 ``grad_guide`` in row bands (:func:`._cpu.scatter_bands`).

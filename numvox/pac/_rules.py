@@ -9,7 +9,8 @@ from .._shared.validate import as_int_tuple, check_choice, check_real_dtype
 
 KERNELS = ("gaussian", "inv_{alpha}_{lambda}", "inv_{alpha}_{lambda}_asym")
 """The adaptive kernel kinds (pacnet's ``kernel_type``); an inverse kind may also end in
-``_fixed`` (its alpha and lambda are not trained by the Keras layers)."""
+``_fixed``: the Keras layers train alpha and lambda of the inverse kinds, except ``_fixed``
+ones (the functions take them from ``kernel_params=`` when given, else from the name)."""
 PADDINGS = ("same", "valid")
 
 
@@ -42,7 +43,8 @@ def parse_kernel(kernel):
 
 def kernel_params(kernel, alpha=None, lam=None):
     """The float64 array ``[kind, alpha, lambda, asym]`` the kernels read (kind 0: Gaussian,
-    1: inverse; see :mod:`numvox.pac._kinds`).  ``alpha``/``lam`` override the name's values."""
+    1: inverse; see :mod:`numvox.pac._kinds`, which also has an internal kind 2).
+    ``alpha``/``lam`` override the name's values."""
     kind, a, b, asym, _ = parse_kernel(kernel)
     if kind == "gaussian":
         return np.zeros(4, np.float64)
@@ -51,13 +53,29 @@ def kernel_params(kernel, alpha=None, lam=None):
     return np.array([1.0, a, b, 1.0 if asym else 0.0], np.float64)
 
 
-def check_options(kernel, normalize):
-    """The ``kernel`` and ``normalize`` options of the public functions; returns
-    :func:`kernel_params` of ``kernel``."""
-    kp = kernel_params(kernel)
+def check_options(kernel, normalize, params=None, params_grad=False):
+    """The ``kernel``, ``normalize``, ``kernel_params`` (``params``: a host array or None) and
+    ``kernel_params_grad`` options of the public functions; returns :func:`kernel_params` of
+    ``kernel`` with ``params``' alpha and lambda when given."""
+    kind = parse_kernel(kernel)[0]
     if not isinstance(normalize, (bool, np.bool_)):
         raise TypeError(f"normalize must be True or False; got {normalize!r}")
-    return kp
+    if not isinstance(params_grad, (bool, np.bool_)):
+        raise TypeError(f"kernel_params_grad must be True or False; got {params_grad!r}")
+    if kind != "inv" and (params is not None or params_grad):
+        raise ValueError(
+            f"kernel_params and kernel_params_grad belong to the inverse kernels ('inv_{{alpha}}_{{lambda}}'); "
+            f"got kernel={kernel!r}"
+        )
+    if params is None:
+        return kernel_params(kernel)
+    check_real_dtype(params, "kernel_params")
+    if tuple(params.shape) != (2,):
+        raise ValueError(f"kernel_params has shape {tuple(params.shape)}; expected (2,): [alpha, lambda]")
+    alpha, lam = np.asarray(params, np.float64)
+    if not (np.isfinite(alpha) and np.isfinite(lam)):
+        raise ValueError(f"kernel_params must be finite; got [{alpha}, {lam}]")
+    return kernel_params(kernel, alpha, lam)
 
 
 def check_inputs(x, guide, weight, bias, grad_out=None, same_size=True):
@@ -239,9 +257,14 @@ def pac_output_specs(shapes, dtypes, options):
     return [(shape, dtype)]
 
 
+def _params_grad_spec(options, dtype):
+    """The ``(2,)`` gradient of ``kernel_params`` when ``kernel_params_grad`` asks for it."""
+    return [([2], dtype)] if options.get("kernel_params_grad") else []
+
+
 def pac_backward_output_specs(shapes, dtypes, options):
-    """``pac_conv_backward``: the shapes of ``x``, ``guide``, ``weight`` and ``(O,)``; the
-    dtype as :func:`pac_output_specs`."""
+    """``pac_conv_backward``: the shapes of ``x``, ``guide``, ``weight`` and ``(O,)`` (and
+    ``(2,)`` with ``kernel_params_grad``); the dtype as :func:`pac_output_specs`."""
     dtype = _spec_dtype(dtypes)
     w = shapes["weight"]
     return [
@@ -249,7 +272,7 @@ def pac_backward_output_specs(shapes, dtypes, options):
         (shapes["guide"], dtype),
         (w, dtype),
         (None if w is None else [w[-1]], dtype),
-    ]
+    ] + _params_grad_spec(options, dtype)
 
 
 def pool_output_specs(shapes, dtypes, options):
@@ -261,9 +284,10 @@ def pool_output_specs(shapes, dtypes, options):
 
 
 def pool_backward_output_specs(shapes, dtypes, options):
-    """``pac_pool_backward``: the shapes of ``x`` and ``guide``."""
+    """``pac_pool_backward``: the shapes of ``x`` and ``guide`` (and ``(2,)`` with
+    ``kernel_params_grad``)."""
     dtype = _spec_dtype(dtypes)
-    return [(shapes["x"], dtype), (shapes["guide"], dtype)]
+    return [(shapes["x"], dtype), (shapes["guide"], dtype)] + _params_grad_spec(options, dtype)
 
 
 def transpose_output_specs(shapes, dtypes, options):

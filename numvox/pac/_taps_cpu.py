@@ -30,7 +30,8 @@ def guide_at(g, gc, n, z, y, xx, f):
 @njit(inline="always", cache=True)
 def window_kernels(g, gc, n, z0, y0, x0, ks, dl, kp, channel_wise, valid, fc, K, S):
     """``K[t, k]`` (0 where not ``valid[t]``) and ``S[t, k]``, the summed squared differences
-    (for :func:`tap_slope`), of one window; ``fc`` gets the centre's features."""
+    (for :func:`tap_slope`), of one window, for any kind ``kp`` of :mod:`._kinds`; ``fc``
+    gets the centre's features."""
     F = g.shape[4]
     cz, cy, cx = z0 + (ks[0] // 2) * dl[0], y0 + (ks[1] // 2) * dl[1], x0 + (ks[2] // 2) * dl[2]
     for f in range(F):

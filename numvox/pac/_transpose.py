@@ -6,17 +6,27 @@ import numpy as np
 
 from .._shared.arrays import Call
 from .._shared.halfprec import kernel_view
-from ._api import backward_arrays, check_finite, embed, embed3, small_param, window_geometry
+from ._api import (
+    backward_arrays,
+    check_finite,
+    embed,
+    embed3,
+    host_params,
+    small_param,
+    weighted_launch,
+    window_geometry,
+)
+from ._params import kernel_param_grads
 from ._rules import check_inputs, check_options, result_dtype, transpose_geometry
 
 __all__ = ["pac_conv_transpose", "pac_conv_transpose_backward"]
 
 
-def _prepare(call, stride, padding, output_padding, dilation, kernel, normalize):
+def _prepare(call, stride, padding, output_padding, dilation, kernel, normalize, params_grad=False):
     x, guide, weight = call["x"], call["guide"], call["weight"]
     bias = call["bias"] if "bias" in call.arrays else None
     grad_out = call["grad_out"] if "grad_out" in call.arrays else None
-    kp = check_options(kernel, normalize)
+    kp = check_options(kernel, normalize, host_params(call), params_grad)
     d = check_inputs(x, guide, weight, bias, grad_out, same_size=False)
     ksize = tuple(int(k) for k in weight.shape[:d])
     stride, P, half, dilation, out_sp = transpose_geometry(tuple(x.shape[1:-1]), ksize, stride, padding,
@@ -36,7 +46,7 @@ def _prepare(call, stride, padding, output_padding, dilation, kernel, normalize)
 
 
 def pac_conv_transpose(x, guide, weight, bias=None, *, stride=1, padding=0, output_padding=0, dilation=1,
-                       kernel="gaussian", normalize=False, backend=None):
+                       kernel="gaussian", kernel_params=None, normalize=False, backend=None):
     """Transposed pixel-adaptive convolution (pacnet's ``pacconv_transpose2d``): guided
     upsampling, 2-D or 3-D, channels-last.
 
@@ -72,6 +82,9 @@ def pac_conv_transpose(x, guide, weight, bias=None, *, stride=1, padding=0, outp
     kernel : str
         As :func:`numvox.pac_conv`: ``"gaussian"`` or ``"inv_{alpha}_{lambda}"`` with
         optional ``"_asym"`` / ``"_fixed"``.
+    kernel_params : array of 2, optional
+        ``[alpha, lambda]`` of an inverse kernel, overriding its name's values (as
+        :func:`numvox.pac_conv`).
     normalize : bool
         Divide ``K`` by its sum over the taps that land on real input pixels (0 where that
         sum is 0).
@@ -97,44 +110,55 @@ def pac_conv_transpose(x, guide, weight, bias=None, *, stride=1, padding=0, outp
     >>> out.shape, float(out[0, 3, 3, 0])
     ((1, 8, 8, 1), 1.0)
     """
-    call = Call(backend, optional=("bias",), x=x, guide=guide, weight=weight, bias=bias)
+    call = Call(backend, optional=("bias", "kernel_params"), x=x, guide=guide, weight=weight, bias=bias,
+                kernel_params=kernel_params)
     geo, x5, g5, w3, b = _prepare(call, stride, padding, output_padding, dilation, kernel, normalize)
     res = call.output(None, (geo["out_shape"][0],) + geo["out3"] + (geo["O"],), geo["dtype"])
     if res.size:
         check_finite(call, (("x", x5), ("guide", g5)), (("weight", w3), ("bias", b)))
-        xv, xc = kernel_view(x5)
-        gv, gc = kernel_view(g5)
-        bias_arr = b if b is not None else call.zeros((max(geo["O"], 1),), geo["dtype"])
-        if call.backend == "cpu":
-            from .._shared.blas import single_threaded_blas
-            from ._transpose_cpu import transpose_forward
-
-            with single_threaded_blas():  # the kernel calls BLAS from its threads
-                transpose_forward(xv, np.int64(xc), gv, np.int64(gc), w3, bias_arr, b is not None, geo["ks"],
-                                  geo["st"], geo["P"], geo["hf"], geo["dl"], geo["kp"], bool(normalize), res)
-        else:
-            from ._point_cuda import transpose_forward_cuda
-
-            transpose_forward_cuda(call, xv, xc, gv, gc, w3, bias_arr, b is not None, geo, bool(normalize), res)
+        _launch(call, geo, x5, g5, w3, b, normalize, res)
     return call.wrap(res.reshape(geo["out_shape"]))
 
 
+def _launch(call, geo, x5, g5, w3, b, normalize, res):
+    """The forward kernels of ``geo`` (kernel kind ``geo["kp"]``) into ``res``."""
+    xv, xc = kernel_view(x5)
+    gv, gc = kernel_view(g5)
+    bias_arr = b if b is not None else call.zeros((max(int(w3.shape[-1]), 1),), geo["dtype"])
+    if call.backend == "cpu":
+        from .._shared.blas import single_threaded_blas
+        from ._transpose_cpu import transpose_forward
+
+        with single_threaded_blas():  # the kernel calls BLAS from its threads
+            transpose_forward(xv, np.int64(xc), gv, np.int64(gc), w3, bias_arr, b is not None, geo["ks"],
+                              geo["st"], geo["P"], geo["hf"], geo["dl"], geo["kp"], bool(normalize), res)
+    else:
+        from ._point_cuda import transpose_forward_cuda
+
+        transpose_forward_cuda(call, xv, xc, gv, gc, w3, bias_arr, b is not None, geo, bool(normalize), res)
+
+
 def pac_conv_transpose_backward(grad_out, x, guide, weight, *, stride=1, padding=0, output_padding=0, dilation=1,
-                                kernel="gaussian", normalize=False, backend=None):
+                                kernel="gaussian", kernel_params=None, kernel_params_grad=False, normalize=False,
+                                backend=None):
     """Gradients of :func:`pac_conv_transpose` with respect to all its inputs.
 
     Parameters
     ----------
     grad_out : array, shape (N, *S, O)
         Gradient of the loss with respect to ``pac_conv_transpose``'s output.
-    x, guide, weight, stride, padding, output_padding, dilation, kernel, normalize, backend
+    x, guide, weight, stride, padding, output_padding, dilation, kernel, kernel_params, normalize, backend
         As given to :func:`pac_conv_transpose` (the bias does not enter the gradients).
+    kernel_params_grad : bool
+        Also return ``grad_kernel_params`` (as :func:`numvox.pac_conv_backward`).
 
     Returns
     -------
     grad_x, grad_guide, grad_weight, grad_bias : arrays
         Shapes of ``x``, ``guide``, ``weight`` and ``(O,)``; float64 if any input is float64,
         else float32.
+    grad_kernel_params : array, shape (2,)
+        Only with ``kernel_params_grad=True``: ``[dL/dalpha, dL/dlambda]``.
 
     Raises
     ------
@@ -149,8 +173,10 @@ def pac_conv_transpose_backward(grad_out, x, guide, weight, *, stride=1, padding
     >>> gb
     array([36., 36.])
     """
-    call = Call(backend, grad_out=grad_out, x=x, guide=guide, weight=weight)
-    geo, x5, g5, w3, _ = _prepare(call, stride, padding, output_padding, dilation, kernel, normalize)
+    call = Call(backend, optional=("kernel_params",), grad_out=grad_out, x=x, guide=guide, weight=weight,
+                kernel_params=kernel_params)
+    geo, x5, g5, w3, _ = _prepare(call, stride, padding, output_padding, dilation, kernel, normalize,
+                                  kernel_params_grad)
     dtype, T, C, O = geo["dtype"], geo["T"], geo["C"], geo["O"]
     go5, gx, gg = backward_arrays(call, geo, x5, g5, (("weight", w3),))
     xv, xc = kernel_view(x5)
@@ -176,5 +202,9 @@ def pac_conv_transpose_backward(grad_out, x, guide, weight, *, stride=1, padding
         gb = call.zeros((O,), dtype)
         if go5.size:
             transpose_backward_cuda(call, gov, gu, xv, xc, gv, gc, w3, geo, bool(normalize), gx, gg, gw, gb)
-    return call.wrap((gx.reshape(tuple(call["x"].shape)), gg.reshape(tuple(call["guide"].shape)),
-                      gw.reshape(tuple(call["weight"].shape)), gb))
+    grads = (gx.reshape(tuple(call["x"].shape)), gg.reshape(tuple(call["guide"].shape)),
+             gw.reshape(tuple(call["weight"].shape)), gb)
+    if kernel_params_grad:
+        grads += (kernel_param_grads(call, gov, gu, x5, w3, geo["kp"], bool(normalize),
+                                     weighted_launch(call, geo, g5, _launch), 1, dtype),)
+    return call.wrap(grads)

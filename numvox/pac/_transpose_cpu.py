@@ -1,7 +1,8 @@
 """CPU kernels of the transposed PAC (pacnet's ``pacconv_transpose2d``), fused.
 
 Arrays as in :mod:`._cpu` (3-D embedding, kernel views with half-precision codes, ``w`` the
-``(T, C, O)`` weight in the compute dtype, ``kp`` the kernel kind), and int64 arrays of 3:
+``(T, C, O)`` weight in the compute dtype, ``kp`` the kernel kind, for the forward pass also
+the internal ``dK/dlambda`` kind of :mod:`._params`), and int64 arrays of 3:
 ``ks``, ``st`` (stride), ``P`` (``(k-1)*dilation - padding``, the zero-inserted input's
 low padding), ``hf`` (``(k-1)*dilation//2``, the guide window's offset) and ``dl``.
 
