@@ -344,7 +344,7 @@ def direct_tiles(V, code, proto, out, lo0, lo1, lo2, hi0, hi1, hi2, tiles, w2, w
     """Redo the tiles numbered ``tiles`` (as :func:`labels_kernel` numbers them) straight
     from ``V``, one voxel at a time, in parallel over the tiles.
 
-    The rule is :func:`_out_row`'s: per distance class the smallest neighbour value (the
+    The rule is :func:`_gq_out_plane`'s: per distance class the smallest neighbour value (the
     smallest code among equal values), the class scores ``(c - m) * w``, the best class,
     ties to the smallest code, 13 when all are negative.  Two cases need it:
 
