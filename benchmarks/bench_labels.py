@@ -30,7 +30,9 @@ NOTES = """
   64 MiB from DRAM; ~7 ms without the prefetch) + row minima ~1.3 ms + `G`/`Q` ~3.8 ms +
   the per-voxel labels ~10.5 ms (the fused pass) + copying labels out ~0 ms (hidden).  The
   previous kernel (per-row loops, scattered label writes) took ~35 ms of CPU time on one
-  thread here; on two threads that was 18.8 ms against 3.75 ms for `volume.sum()` (5.0x).
+  thread here.  Both cores, side by side in one process on a quiet machine (medians of
+  21): previous kernel 18.4 ms, this one 10.6 ms, `volume.sum()` 3.1 ms (5.8x -> 3.4x);
+  smoothed noise 18.9 -> 10.5 ms.
   int16 (float64 scores: 8 lanes, twice the vector work) and float64 take ~35 / ~40 ms on
   one thread, about as before; float16 34 ms (was 46).
 * **Labels vs the seed.** `create_label2` (seed 003's `sliding_window_view` answer, in
