@@ -15,17 +15,26 @@ NOTES = """
   per voxel, corners = min(G-, G+), edges = min(Q-, G0, Q+), faces = min(v-, Q0, v+), then
   the three scores and a code comparison only between classes.  9 compare-selects per
   voxel instead of 26 (`numvox/labels/_cpu.py`), vectorised over the last axis; tiles of
-  64 x 16 x 256 voxels, one ~0.26 MiB scratch buffer per thread.
-* **Where the time goes** (this machine: AMD EPYC family 23 model 1 = Zen 1, AVX2 executed
-  as 128-bit halves, so every 8-lane compare, min or select costs two of the two vector
-  ports that can run them; 256^3 float32, one thread, pieces switched off in turn): ~78 ms
-  = copying planes into the scratch ring ~10 ms (reads the volume from DRAM) + row minima
-  ~4 ms + `G`/`Q` ~17 ms + the per-voxel stage ~49 ms (of which ~11 ms are the 16 MiB of
-  label writes).  Both cores: ~40 ms (perfect scaling) on a quiet machine.  The previous
-  26-compare kernel took 105 ms on one thread and 71 ms on two here (its per-tile scratch
-  allocations serialised the threads); on the AVX-512 machine of the 2026-11-25 run it took
-  13.5 ms, i.e. that machine did this work ~8x faster while its `volume.sum()` was only ~2x
-  faster (2.65 vs 5.6 ms), so the "within 5x of the floor" ratio depends on the machine.
+  64 x 16 x 256 voxels, one ~0.36 MiB scratch buffer per thread.  Each stage is one flat
+  loop over a whole tile plane (row pitch 264, the padding columns computed and ignored),
+  so loop set-up and LLVM's runtime alias checks are paid per plane, not per row; one pass
+  computes the next plane's `G`/`Q` and, with them in registers, the middle plane's labels;
+  the labels go to a flat uint8 plane and then into the output rows with a unit-stride copy
+  (writing them straight into `out[i, j, k0 + r]` had compiled to a 16-lane scatter of
+  single bytes); the next input plane is prefetched while the current one is computed, and
+  the scratch parts start at offsets (mod 4 KiB) where no stored stream seems to alias a
+  loaded one.
+* **Where the time goes** (this machine: AMD EPYC family 26 = Zen 5, AVX-512; 256^3
+  float32, one thread, CPU time, pieces switched off in turn, measured while other jobs
+  shared the machine): ~21 ms = filling the scratch ring from the volume ~5.6 ms (reads the
+  64 MiB from DRAM; ~7 ms without the prefetch) + row minima ~1.3 ms + `G`/`Q` ~3.8 ms +
+  the per-voxel labels ~10.5 ms (the fused pass) + copying labels out ~0 ms (hidden).  The
+  previous kernel (per-row loops, scattered label writes) took ~35 ms of CPU time on one
+  thread here.  Both cores, side by side in one process on a quiet machine (medians of
+  21): previous kernel 18.4 ms, this one 10.6 ms, `volume.sum()` 3.1 ms (5.8x -> 3.4x);
+  smoothed noise 18.9 -> 10.5 ms.
+  int16 (float64 scores: 8 lanes, twice the vector work) and float64 take ~35 / ~40 ms on
+  one thread, about as before; float16 34 ms (was 46).
 * **Labels vs the seed.** `create_label2` (seed 003's `sliding_window_view` answer, in
   `benchmarks/baselines_labels.py`) builds several `(n-2)^3 x 27` temporaries (float32 and
   float64): its peak extra memory is tens of times the 64 MiB input.  numvox reads each input

@@ -27,16 +27,23 @@ so that every select runs on lanes of one width.
 
 The volume is cut into tiles of ``TI x TJ x TK`` output voxels, and each thread takes a
 contiguous run of tiles with its scratch allocated once.  A tile slides through its planes:
-each input plane is copied once into a ring of three scratch planes of
-``(TJ + 2) x (TK + 2)`` values in the *compute dtype* (float32 or float64, see
+each input plane is copied once into a ring of three scratch planes of ``(TJ + 2)`` rows of
+``TK + 2`` values (row pitch ``P``) in the *compute dtype* (float32 or float64, see
 ``_rules.compute_dtype``; half precision decoded on the fly), with ``+inf`` outside the
 array, so that out-of-volume neighbours (score ``-inf``) are never chosen and the
-in-volume-only (``border="inside"``) rule needs no special case; the plane's ``G`` and
-``Q`` go into a ring of three, and once three planes are in, the middle plane's labels
-are written.  Non-finite values are detected (not counted: the host counts them in the
-error path) while the scratch planes are filled.  The scratch arrays share one buffer,
-staggered so that the 16 streams an output row reads fall into different cache sets.
-Extra memory: one ~0.26 MiB (float32; float64: ~0.5 MiB) scratch buffer per running thread.
+in-volume-only (``border="inside"``) rule needs no special case.  Every later stage is one
+flat loop over a whole plane (index ``f = q P + r``; the columns past ``TK`` are computed
+and ignored), so that loop set-up and LLVM's runtime alias checks are paid once per plane,
+not per row: the row minima ``H`` of the new plane, then one fused pass that computes the
+new plane's ``G`` and ``Q`` (stored into a ring of three) and, from them still in
+registers and the stored ``G``, ``Q`` of the two planes before, the labels of the middle
+plane into a flat uint8 plane, which is then copied into its output rows.  While a plane is
+computed, the next input plane is prefetched (it comes from memory, not cache).
+Non-finite values are detected (not counted: the host counts them in the error path)
+while the scratch planes are filled.  The scratch parts share one buffer per thread, each
+starting at a chosen offset modulo 4 KiB, so that no stream a flat loop stores to seems
+(to the CPU) to alias a stream it loads from.  Extra memory: one ~0.36 MiB (float32;
+float64: ~0.65 MiB) scratch buffer per running thread.
 
 Exactness at the edges of the number range (see ``_rules``): int64/uint64 values go into
 the scratch planes as ``float64(v - base)``, ``base`` the tile's first voxel and ``v - base``
@@ -75,8 +82,9 @@ through them.
 
 import numba
 import numpy as np
+from llvmlite import ir
 from numba import njit, prange, types
-from numba.extending import overload
+from numba.extending import intrinsic, overload
 
 from numvox._shared.halfprec import NATIVE, kernel_view, load_f64
 from numvox._shared.validate import check_choice
@@ -86,7 +94,10 @@ from ._rules import BORDERS, W2, W3, as_float, check_basin_voxels, check_volume,
 TI = 64  # output planes per tile
 TJ = 16  # output rows per tile
 TK = 256  # output columns per tile
-TKP = TK + 8  # row pitch of the G / Q scratch planes (staggers their cache sets)
+P = TK + 8  # row pitch of every scratch plane (flat loops run over whole planes)
+# 64-byte line (modulo 4 KiB) on which each scratch part starts, float32 and float64 (see _scratch)
+_PARTS = (23, 58, 22, 40, 40, 48, 20, 29, 1, 18, 28, 3, 17, 32, 47, 19, 29)
+_PARTS64 = (46, 49, 45, 17, 18, 59, 38, 29, 0, 41, 29, 4, 41, 30, 6, 38, 29)
 
 # neighbour codes as floats (promoted to the compute dtype where they meet its values)
 _C0, _C1, _C2, _C3 = np.float32(0), np.float32(1), np.float32(2), np.float32(3)
@@ -103,66 +114,67 @@ def _later_if_less(v, k, x, kx):
 
 
 @njit(cache=True)
-def _h_row(S, sp, q, H, Hc, hs, tk):
-    """``H[hs] = min(S[sp, q, r], S[sp, q, r + 2])`` (the row neighbours of scratch column
-    ``r + 1``) and ``Hc[hs]`` its ``dc + 1`` (0 or 2; the left one on ties)."""
-    for r in range(tk):
-        H[hs, r], Hc[hs, r] = _later_if_less(S[sp, q, r], _C0, S[sp, q, r + 2], _C2)
-
-
-@njit(cache=True)
-def _gq_row(S, sp, q, H, Hc, ha, hb, hc, G, Gc, Q, Qc, tk):
-    """``G`` and ``Q`` (values and in-plane codes) of scratch row ``q`` of plane slot ``sp``
-    into ``G[sp, q - 1]``, ``Q[sp, q - 1]``; ``ha, hb, hc``: the ``H`` slots of rows
-    ``q - 1, q, q + 1``."""
-    for r in range(tk):
-        # G: the diagonals, rows q - 1 (codes 0, 2) then q + 1 (codes 6, 8)
-        G[sp, q - 1, r], Gc[sp, q - 1, r] = _later_if_less(H[ha, r], Hc[ha, r], H[hc, r], Hc[hc, r] + _C6)
-        # Q: up (code 1), left / right (3, 5), down (7)
-        x, k = _later_if_less(S[sp, q - 1, r + 1], _C1, H[hb, r], Hc[hb, r] + _C3)
-        Q[sp, q - 1, r], Qc[sp, q - 1, r] = _later_if_less(x, k, S[sp, q + 1, r + 1], _C7)
+def _h_plane(S, H, Hc, n):
+    """``H[f] = min(S[f], S[f + 2])`` over a flattened scratch plane (the row neighbours of
+    scratch column ``r + 1``) and ``Hc[f]`` its ``dc + 1`` (0 or 2; the left one on ties)."""
+    for f in range(n):
+        H[f], Hc[f] = _later_if_less(S[f], _C0, S[f + 2], _C2)
 
 
 @njit(inline="always", cache=True)
-def _class_minima(S, G, Gc, Q, Qc, s0, s1, s2, q, r):
-    """``(vf, kf, ve, ke, vc, kc)``: the smallest face, edge and corner neighbour value of
-    scratch voxel ``(s1, q + 1, r + 1)`` and its code (the smallest code among equal values)."""
-    # corners: G- (codes 0..8), G+ (18..26)
-    vc, kc = _later_if_less(G[s0, q, r], Gc[s0, q, r], G[s2, q, r], Gc[s2, q, r] + _C18)
-    # edges: Q- (1..7), G0 (9..17), Q+ (19..25)
-    ve, ke = _later_if_less(Q[s0, q, r], Qc[s0, q, r], G[s1, q, r], Gc[s1, q, r] + _C9)
-    ve, ke = _later_if_less(ve, ke, Q[s2, q, r], Qc[s2, q, r] + _C18)
-    # faces: v- (4), Q0 (10..16), v+ (22)
-    vf, kf = _later_if_less(S[s0, q + 1, r + 1], _C4, Q[s1, q, r], Qc[s1, q, r] + _C9)
-    vf, kf = _later_if_less(vf, kf, S[s2, q + 1, r + 1], _C22)
-    return vf, kf, ve, ke, vc, kc
+def _gq(S, H, Hc, f):
+    """``(G, Gc, Q, Qc)`` of output voxel ``f`` (flat, pitch ``P``) of a plane: the in-plane
+    diagonals (rows above, codes 0, 2, then below, 6, 8) and faces (up 1, left / right 3, 5,
+    down 7), each the smallest value and its in-plane code."""
+    g, gc = _later_if_less(H[f], Hc[f], H[f + 2 * P], Hc[f + 2 * P] + _C6)
+    q, qc = _later_if_less(S[f + 1], _C1, H[f + P], Hc[f + P] + _C3)
+    q, qc = _later_if_less(q, qc, S[f + 2 * P + 1], _C7)
+    return g, gc, q, qc
+
+
+@njit(cache=True)
+def _gq_plane(S, H, Hc, G, Gc, Q, Qc, n):
+    """``G``, ``Q`` (values and in-plane codes) of the first ``n`` flat voxels of a plane."""
+    for f in range(n):
+        G[f], Gc[f], Q[f], Qc[f] = _gq(S, H, Hc, f)
 
 
 @njit(inline="always", cache=True)
 def _choose(sf, kf, se, ke, sc, kc, zero):
-    """The label from the three class scores: the best class, ties between classes to the
-    smallest code, 13 when all are below ``zero`` (the centre's own score)."""
-    best = max(max(max(sf, se), sc), zero)
-    kf = kf if sf == best else _C45
-    ke = ke if se == best else _C45
-    kc = kc if sc == best else _C45
-    k = min(min(kf, ke), kc)
-    return np.uint8(_C13 if k == _C45 else k), best
+    """The label from the three class scores and the best of them: the best class, ties
+    between classes to the smallest code, 13 when it is below ``zero`` (the centre's own
+    score)."""
+    best = max(max(sf, se), sc)
+    k = _C45
+    k = min(k, kf) if sf == best else k
+    k = min(k, ke) if se == best else k
+    k = min(k, kc) if sc == best else k
+    return np.uint8(k if best >= zero else _C13), best
 
 
 @njit(cache=True)
-def _out_row(S, G, Gc, Q, Qc, s0, s1, s2, q, out, oi, oj, ok, tk, w2, w3):
-    """Labels of output row ``q`` of the middle plane (slots ``s0, s1, s2`` hold the planes
-    before, at and after it) into ``out[oi, oj, ok:ok + tk]``."""
-    for r in range(tk):
-        c = S[s1, q + 1, r + 1]
-        vf, kf, ve, ke, vc, kc = _class_minima(S, G, Gc, Q, Qc, s0, s1, s2, q, r)
-        out[oi, oj, ok + r] = _choose(c - vf, kf, (c - ve) * w2, ke, (c - vc) * w3, kc, c - c)[0]
-
-
+def _gq_out_plane(S0, S1, S2, H, Hc, G0, Gc0, Q0, Qc0, G1, Gc1, Q1, Qc1, G2, Gc2, Q2, Qc2, O, n, w2, w3):
+    """One pass over the first ``n`` flat voxels (pitch ``P``) of a tile plane: ``G``, ``Q`` of
+    the plane after the output plane (from its scratch ``S2`` and row minima ``H``) into
+    ``G2 .. Qc2``, and, with those still in registers and the ``G``, ``Q`` of the planes
+    before (``*0``) and at (``*1``) it, the labels of the output plane into ``O``."""
+    zero = w2 - w2
+    for f in range(n):
+        g2, gc2, q2, qc2 = _gq(S2, H, Hc, f)
+        G2[f], Gc2[f], Q2[f], Qc2[f] = g2, gc2, q2, qc2
+        c = S1[f + P + 1]
+        # corners: G- (codes 0..8), G+ (18..26)
+        vc, kc = _later_if_less(G0[f], Gc0[f], g2, gc2 + _C18)
+        # edges: Q- (1..7), G0 (9..17), Q+ (19..25)
+        ve, ke = _later_if_less(Q0[f], Qc0[f], G1[f], Gc1[f] + _C9)
+        ve, ke = _later_if_less(ve, ke, q2, qc2 + _C18)
+        # faces: v- (4), Q0 (10..16), v+ (22)
+        vf, kf = _later_if_less(S0[f + P + 1], _C4, Q1[f], Qc1[f] + _C9)
+        vf, kf = _later_if_less(vf, kf, S2[f + P + 1], _C22)
+        O[f] = _choose(c - vf, kf, (c - ve) * w2, ke, (c - vc) * w3, kc, zero)[0]
 @njit(cache=True)
-def _fill(V, code, S, slot, ii, j0, k0, tj, tk, owned, base, huge):
-    """Scratch plane ``S[slot, q, r] = V[ii, j0 - 1 + q, k0 - 1 + r]``, ``+inf`` outside ``V``
+def _fill(V, code, S, ii, j0, k0, tj, tk, owned, base, huge):
+    """Scratch plane ``S[q, r] = V[ii, j0 - 1 + q, k0 - 1 + r]``, ``+inf`` outside ``V``
     (64-bit integers: ``V[...] - base``, see :func:`_key`).
 
     Call it with a literal ``code`` of 0 for native dtypes: Numba then compiles the plain
@@ -182,22 +194,56 @@ def _fill(V, code, S, slot, ii, j0, k0, tj, tk, owned, base, huge):
         jj = j0 - 1 + q
         if ii < 0 or ii >= n0 or jj < 0 or jj >= n1:
             for r in range(tk + 2):
-                S[slot, q, r] = inf
+                S[q, r] = inf
             continue
         for r in range(rlo):
-            S[slot, q, r] = inf
+            S[q, r] = inf
         for r in range(rhi, tk + 2):
-            S[slot, q, r] = inf
+            S[q, r] = inf
         # slices, so that every index below is provably >= 0 (no wraparound checks)
         src = V[ii, jj, k0 - 1 + rlo:k0 - 1 + rhi]
-        dst = S[slot, q, rlo:rhi]
+        dst = S[q, rlo:rhi]
         if code == NATIVE:
             far = far | _copy_row(src, dst, base)
         else:
             _decode_row(src, code, dst)
         if owned and q >= 1 and q <= tj:
-            bad = bad | _any_suspect(S[slot, q, 1:tk + 1], huge)
+            bad = bad | _any_suspect(S[q, 1:tk + 1], huge)
     return (1 if bad else 0) | (2 if far else 0)
+
+
+@intrinsic
+def _prefetch(typingctx, row, offset):
+    """Hint the CPU to fetch the cache line ``offset`` bytes into ``row``'s data (never
+    faults; no effect on results)."""
+
+    def codegen(context, builder, sig, args):
+        data = context.make_array(sig.args[0])(context, builder, args[0]).data
+        i8, i32 = ir.IntType(8), ir.IntType(32)
+        ptr = builder.gep(builder.bitcast(data, i8.as_pointer()), [args[1]])
+        fnty = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])
+        fn = builder.module.declare_intrinsic("llvm.prefetch", [ptr.type], fnty)
+        builder.call(fn, [ptr, i32(0), i32(3), i32(1)])  # read, keep in all levels, data
+        return context.get_dummy_value()
+
+    return types.void(row, offset), codegen
+
+
+@njit(cache=True)
+def _prefetch_plane(V, ii, j0, k0, tj, tk):
+    """Start fetching the input voxels that :func:`_fill` will copy for plane ``ii``, so
+    that they arrive from memory while the current plane is computed."""
+    n0, n1, n2 = V.shape
+    if ii < 0 or ii >= n0:
+        return
+    lo = max(0, k0 - 1)
+    hi = min(n2, k0 + tk + 1)
+    for jj in range(max(0, j0 - 1), min(n1, j0 + tj + 1)):
+        row = V[ii, jj, lo:hi]
+        nbytes = (hi - lo) * row.strides[0]
+        for b in range(0, nbytes, 64):
+            _prefetch(row, b)
+        _prefetch(row, nbytes - 1)
 
 
 @njit(cache=True)
@@ -298,7 +344,7 @@ def direct_tiles(V, code, proto, out, lo0, lo1, lo2, hi0, hi1, hi2, tiles, w2, w
     """Redo the tiles numbered ``tiles`` (as :func:`labels_kernel` numbers them) straight
     from ``V``, one voxel at a time, in parallel over the tiles.
 
-    The rule is :func:`_out_row`'s: per distance class the smallest neighbour value (the
+    The rule is :func:`_gq_out_plane`'s: per distance class the smallest neighbour value (the
     smallest code among equal values), the class scores ``(c - m) * w``, the best class,
     ties to the smallest code, 13 when all are negative.  Two cases need it:
 
@@ -364,38 +410,91 @@ def direct_tiles(V, code, proto, out, lo0, lo1, lo2, hi0, hi1, hi2, tiles, w2, w
 
 
 @njit(cache=True)
-def _tile(V, code, S, G, Gc, Q, Qc, H, Hc, out, lo0, lo1, lo2, i0, j0, k0, ti, tj, tk, w2, w3, huge):
+def _store_plane(O, dst):
+    """``dst[q, r] = O[q * P + r]``: the labels of a tile plane (flat, pitch ``P``) into
+    their rows of the output (a plain loop per row, which LLVM turns into wide copies)."""
+    for q in range(dst.shape[0]):
+        row = dst[q]
+        for r in range(row.shape[0]):
+            row[r] = O[q * P + r]
+
+
+@njit(inline="always", cache=True)
+def _part(buf, offs, k, n):
+    """Part ``k`` of a thread's scratch buffer (``n`` values from ``offs[k]``)."""
+    return buf[offs[k]:offs[k] + n]
+
+
+@njit(cache=True)
+def _tile(V, code, buf, offs, O, out, lo0, lo1, lo2, i0, j0, k0, ti, tj, tk, w2, w3, huge):
     """Labels of the tile ``[i0, i0 + ti) x [j0, j0 + tj) x [k0, k0 + tk)`` of ``V`` into
-    ``out`` (whose origin is ``V``'s ``(lo0, lo1, lo2)``).  Returns the number of its planes
-    with a suspect voxel (NaN, infinite or huge: :func:`_any_suspect`) and whether a 64-bit
-    integer is 2**52 or more away from the tile's first voxel (64-bit integers are keyed
-    relative to it, see :func:`_key`).  Either way :func:`direct_tiles` redoes the tile
-    (after the host has raised for genuinely non-finite values)."""
+    ``out`` (whose origin is ``V``'s ``(lo0, lo1, lo2)``), with the scratch parts of
+    ``buf`` at ``offs`` (see :data:`_PARTS`).  Returns the number of its planes with a
+    suspect voxel (NaN, infinite or huge: :func:`_any_suspect`) and whether a 64-bit integer
+    is 2**52 or more away from the tile's first voxel (64-bit integers are keyed relative
+    to it, see :func:`_key`).  Either way :func:`direct_tiles` redoes the tile (after the
+    host has raised for genuinely non-finite values)."""
     nbad = 0
     far = 0
     base = V[i0, j0, k0]
+    ns = (TJ + 3) * P  # a scratch plane plus one row (the flat loops read a little past it)
+    n = tj * P  # the output voxels of a plane, flat (columns tk..P-1 of each row: unused)
+    H = _part(buf, offs, 3, ns)
+    Hc = _part(buf, offs, 4, ns)
     for step in range(ti + 2):  # a ring of 3 planes: each input plane filled once
         ii = i0 - 1 + step
-        sp = step % 3
+        s2 = step % 3
+        S2 = _part(buf, offs, s2, ns)
         owned = step >= 1 and step <= ti
         if code == NATIVE:
-            f = _fill(V, 0, S, sp, ii, j0, k0, tj, tk, owned, base, huge)
+            f = _fill(V, 0, S2.reshape((TJ + 3, P)), ii, j0, k0, tj, tk, owned, base, huge)
         else:
-            f = _fill(V, code, S, sp, ii, j0, k0, tj, tk, owned, base, huge)
+            f = _fill(V, code, S2.reshape((TJ + 3, P)), ii, j0, k0, tj, tk, owned, base, huge)
         nbad += f & 1
         far |= f & 2
-        _h_row(S, sp, 0, H, Hc, 0, tk)
-        _h_row(S, sp, 1, H, Hc, 1, tk)
-        for q in range(1, tj + 1):
-            _h_row(S, sp, q + 1, H, Hc, (q + 1) % 3, tk)
-            _gq_row(S, sp, q, H, Hc, (q - 1) % 3, q % 3, (q + 1) % 3, G, Gc, Q, Qc, tk)
-        if step >= 2:
-            s0 = (step - 2) % 3
-            s1 = (step - 1) % 3
-            oi = ii - 1 - lo0
-            for q in range(tj):
-                _out_row(S, G, Gc, Q, Qc, s0, s1, sp, q, out, oi, j0 - lo1 + q, k0 - lo2, tk, w2, w3)
+        _prefetch_plane(V, ii + 1, j0, k0, tj, tk)
+        _h_plane(S2, H, Hc, (tj + 2) * P - 2)
+        G2, Gc2 = _part(buf, offs, 5 + s2, n), _part(buf, offs, 8 + s2, n)
+        Q2, Qc2 = _part(buf, offs, 11 + s2, n), _part(buf, offs, 14 + s2, n)
+        if step < 2:
+            _gq_plane(S2, H, Hc, G2, Gc2, Q2, Qc2, n)
+            continue
+        s0 = (step - 2) % 3
+        s1 = (step - 1) % 3
+        _gq_out_plane(_part(buf, offs, s0, ns), _part(buf, offs, s1, ns), S2, H, Hc,
+                      _part(buf, offs, 5 + s0, n), _part(buf, offs, 8 + s0, n),
+                      _part(buf, offs, 11 + s0, n), _part(buf, offs, 14 + s0, n),
+                      _part(buf, offs, 5 + s1, n), _part(buf, offs, 8 + s1, n),
+                      _part(buf, offs, 11 + s1, n), _part(buf, offs, 14 + s1, n),
+                      G2, Gc2, Q2, Qc2, O, n, w2, w3)
+        _store_plane(O, out[ii - 1 - lo0, j0 - lo1:j0 - lo1 + tj, k0 - lo2:k0 - lo2 + tk])
     return nbad, far != 0
+
+
+@njit(cache=True)
+def _scratch(proto):
+    """One thread's zeroed scratch buffer and the offsets of its 17 parts: the 3 ring planes
+    ``S``, the row minima ``H``, ``Hc`` (``(TJ + 3) x P`` each), and the 3 ring planes of
+    ``G``, ``Gc``, ``Q``, ``Qc`` (``TJ x P``), in that order.  Part ``k`` starts on the
+    64-byte line ``_PARTS[k]`` modulo 4 KiB (``_PARTS64`` for 8-byte values): the lines were
+    chosen (by a small search) so that, in every flat loop, each stored stream is at least
+    6 lines (float32; float64: 8) away modulo 4 KiB from each loaded stream, rows of a
+    plane included, so that no load is held up by a store it only seems to alias."""
+    isz = proto.itemsize
+    units = _PARTS if isz == 4 else _PARTS64
+    ns = (TJ + 3) * P
+    ng = TJ * P
+    line = 64 // isz
+    total = 5 * ns + 12 * ng + 18 * (4096 // isz)
+    buf = np.zeros(total, proto.dtype)
+    a0 = (buf.ctypes.data % 4096) // isz  # where buf starts within its 4 KiB page, in values
+    offs = np.empty(17, np.int64)
+    pos = 0
+    for k in range(17):
+        pos += (units[k] * line - (a0 + pos)) % (4096 // isz)
+        offs[k] = pos
+        pos += ns if k < 5 else ng
+    return buf, offs
 
 
 @njit(parallel=True, cache=True)
@@ -418,23 +517,9 @@ def labels_kernel(V, code, proto, out, lo0, lo1, lo2, hi0, hi1, hi2, w2, w3, hug
     ntiles = nti * ntj * ntk
     nrun = max(1, min(ntiles, 4 * nthreads))
     bad = np.zeros(nrun, np.int64)
-    n3 = 3 * TJ * TKP
     for run in prange(nrun):
-        # one buffer, its parts staggered by 256 bytes (mod 4 KiB: distinct cache sets)
-        buf = np.empty(3 * (TJ + 2) * (TK + 2) + 4 * n3 + 6 * TKP + 512, proto.dtype)
-        S = buf[0:3 * (TJ + 2) * (TK + 2)].reshape((3, TJ + 2, TK + 2))
-        o = 3 * (TJ + 2) * (TK + 2) + 64
-        G = buf[o:o + n3].reshape((3, TJ, TKP))
-        o += n3 + 64
-        Gc = buf[o:o + n3].reshape((3, TJ, TKP))
-        o += n3 + 64
-        Q = buf[o:o + n3].reshape((3, TJ, TKP))
-        o += n3 + 64
-        Qc = buf[o:o + n3].reshape((3, TJ, TKP))
-        o += n3 + 64
-        H = buf[o:o + 3 * TKP].reshape((3, TKP))
-        o += 3 * TKP + 64
-        Hc = buf[o:o + 3 * TKP].reshape((3, TKP))
+        buf, offs = _scratch(proto)
+        O = np.empty(TJ * P, np.uint8)
         nbad = 0
         for t in range(run * ntiles // nrun, (run + 1) * ntiles // nrun):
             a = t // (ntj * ntk)
@@ -444,7 +529,7 @@ def labels_kernel(V, code, proto, out, lo0, lo1, lo2, hi0, hi1, hi2, w2, w3, hug
             i0 = lo0 + a * TI
             j0 = lo1 + b * TJ
             k0 = lo2 + cc * TK
-            nb, again = _tile(V, code, S, G, Gc, Q, Qc, H, Hc, out, lo0, lo1, lo2, i0, j0, k0,
+            nb, again = _tile(V, code, buf, offs, O, out, lo0, lo1, lo2, i0, j0, k0,
                               min(TI, hi0 - i0), min(TJ, hi1 - j0), min(TK, hi2 - k0), w2, w3, huge)
             nbad += nb
             redo[t] = again | (nb > 0)
