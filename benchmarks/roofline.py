@@ -132,9 +132,10 @@ def _labels_rows(quick):
     # separable class minima: 9 compare-selects (2 lane ops each) per voxel, plus the label write
     yield Row(f"descent_labels {n}^3 float32 (out= uint8)", lambda: numvox.descent_labels(v, out=out),
               v.nbytes + out.nbytes, 19 * n**3,
-              "neither roof: dependent compare-select chains along rows and the non-contiguous "
-              "(strided) passes; next: all three separable passes on cache-resident slabs, 16 "
-              "lanes wide", repeat=9)
+              "latency and issue width rather than a roof: flat whole-plane passes, next input "
+              "plane prefetched; of ~21 ms on one thread the per-voxel label pass is ~10.5, the "
+              "plane fill (with the finite check) ~5.6, the in-plane minima ~3.8; next: fold the "
+              "finite check into the fill, a two-plane ring for the in-plane minima", repeat=9)
 
 
 def _correlate_rows(quick):
@@ -187,11 +188,13 @@ def _pac_rows(quick):
         share = adapt / (gemm + adapt)
         yield Row(f"{name}, forward", lambda x=x, f=f, w=w, b=b: numvox.pac_conv(x, f, w, b),
                   fwd_bytes, gemm + adapt,
-                  f"compute: per window row one GEMM (k O x C by C x rows*W; OpenBLAS runs its AVX2 "
-                  f"kernels on this CPU) then the K-weighted sum of shifted product rows; the "
-                  f"adaptation is {share:.0%} of the flops but, with the guide-row copies, ~1/4 (2-D) "
-                  f"to 1/2 (3-D) of the time; next: share guide rows and kernels between the output "
-                  f"rows of a group, and an AVX-512 GEMM (C = 8-16 is a short inner dimension)")
+                  f"compute: per window row one GEMM (k O x C by C x rows*W) then the K-weighted sum "
+                  f"of shifted product rows; the adaptation is {share:.0%} of the flops.  The GEMMs "
+                  f"alone (the plain convolution's multiply-adds) take ~2x TF's oneDNN conv on one "
+                  f"thread (2-D: 5.0 vs 2.4 ms): OpenBLAS runs its AVX2 (Haswell) kernels on this "
+                  f"CPU, forcing its SkylakeX kernels measured the same, and C = 8-16 is a short inner "
+                  f"dimension; next: an AVX-512 micro-kernel for the k O x C products, guide rows and "
+                  f"kernels shared between the output rows of a group")
         bwd_bytes = 2 * (x.nbytes + f.nbytes + w.nbytes) + go.nbytes
         yield Row(f"{name}, backward", lambda go=go, x=x, f=f, w=w: numvox.pac_conv_backward(go, x, f, w),
                   bwd_bytes, 2 * gemm + 3 * adapt,
