@@ -233,7 +233,7 @@ def _input_rows(x, xc, n, z, y0, ystep, i0, i1, xb):
                     brow[c] = load_f64(xrow, c, xc)
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def _group_by_products(x, xc, n, z0, oh0, L, ks, st, lo, dl, wtt, xb, Kg, acc):
     """``acc[i, o, j] = sum_t Kg[i, t, j] * (W[t]^T x[q_t(i, j)])[o]`` for the windows of the
     ``L`` output rows ``oh0 .. oh0+L-1`` of one plane (unit stride along the row).
@@ -320,7 +320,7 @@ def _pac_forward(x, xc, g, gc, w, wtt, b, has_bias, ks, st, lo, dl, kp, normaliz
                             orow[o] = acc[i, o, j] + b[o] if has_bias else acc[i, o, j]
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def _pac_row(x, xc, g, gc, w, b, has_bias, ks, st, lo, dl, kp, normalize, n, od, oh, z0, unit, gb, vb, Kb,
              dist, ei, inv, Z, out):
     """The kernels of output row ``(n, od, oh)``: with ``unit`` (unit row stride) the
