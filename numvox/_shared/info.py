@@ -8,6 +8,8 @@ EXTRAS = {
     "gpu": ["cupy"],
     "dask": ["dask", "distributed"],
     "plot": ["matplotlib"],
+    "fftw": ["pyfftw"],
+    "nifti": ["nibabel"],
 }
 
 
