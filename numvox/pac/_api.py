@@ -206,11 +206,19 @@ def pac_conv(x, guide, weight, bias=None, *, stride=1, padding="same", dilation=
     return call.wrap(res.reshape(geo["out_shape"]))
 
 
-def _launch(call, geo, x5, g5, w3, b, normalize, res):
-    """The forward kernels of ``geo`` (kernel kind ``geo["kp"]``) into ``res``."""
+def forward_operands(call, geo, x5, g5, w3, b):
+    """``(xv, xc, gv, gc, bias)`` of a forward launch: the kernel views (and half-precision
+    codes) of the embedded input and guide, and the bias, zeros when there is none (the
+    kernels take an array and a flag)."""
     xv, xc = kernel_view(x5)
     gv, gc = kernel_view(g5)
-    bias_arr = b if b is not None else call.zeros((max(int(w3.shape[-1]), 1),), geo["dtype"])
+    bias = b if b is not None else call.zeros((max(int(w3.shape[-1]), 1),), geo["dtype"])
+    return xv, xc, gv, gc, bias
+
+
+def _launch(call, geo, x5, g5, w3, b, normalize, res):
+    """The forward kernels of ``geo`` (kernel kind ``geo["kp"]``) into ``res``."""
+    xv, xc, gv, gc, bias_arr = forward_operands(call, geo, x5, g5, w3, b)
     if call.backend == "cpu":
         from .._shared.blas import single_threaded_blas
         from ._cpu import pac_forward

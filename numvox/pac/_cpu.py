@@ -278,7 +278,7 @@ def _group_by_products(x, xc, n, z0, oh0, L, ks, st, lo, dl, wtt, xb, Kg, acc):
 
 
 def _pac_forward(x, xc, g, gc, w, wtt, b, has_bias, ks, st, lo, dl, kp, normalize, nthreads, out):
-    N, D, H, W, C = x.shape
+    N, W, C = x.shape[0], x.shape[3], x.shape[4]
     F = g.shape[4]
     T, _, O = w.shape
     Do, Ho, Wo = out.shape[1], out.shape[2], out.shape[3]

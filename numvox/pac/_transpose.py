@@ -11,6 +11,7 @@ from ._api import (
     check_finite,
     embed,
     embed3,
+    forward_operands,
     host_params,
     small_param,
     weighted_launch,
@@ -122,9 +123,7 @@ def pac_conv_transpose(x, guide, weight, bias=None, *, stride=1, padding=0, outp
 
 def _launch(call, geo, x5, g5, w3, b, normalize, res):
     """The forward kernels of ``geo`` (kernel kind ``geo["kp"]``) into ``res``."""
-    xv, xc = kernel_view(x5)
-    gv, gc = kernel_view(g5)
-    bias_arr = b if b is not None else call.zeros((max(int(w3.shape[-1]), 1),), geo["dtype"])
+    xv, xc, gv, gc, bias_arr = forward_operands(call, geo, x5, g5, w3, b)
     if call.backend == "cpu":
         from .._shared.blas import single_threaded_blas
         from ._transpose_cpu import transpose_forward
